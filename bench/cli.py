@@ -1,0 +1,97 @@
+"""The ``vaebench`` command line: run studies, make tables, list methods and data sets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import VaebenchError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .report import write_table
+    from .runner import run_study
+    from .study import load_study
+
+    study = load_study(args.study)
+    out = Path(args.out) if args.out else Path("results") / study.name
+    cells = study.cells()
+    if args.dry_run:
+        for run in cells:
+            print(f"{run.cell_id}  method={run.method} dataset={run.dataset} latent_dim={run.latent_dim} "
+                  f"seed={run.seed}")
+        print(f"{len(cells)} cells → {out}")
+        return 0
+    print(f"study {study.name}: {len(cells)} cells → {out}")
+    records = run_study(study, out, device=args.device, force=args.force, progress=not args.no_progress)
+    failed = [r["cell_id"] for r in records if r["status"] != "ok"]
+    if len(failed) < len(records):
+        paths = write_table(out)
+        print(f"table: {paths['md']}")
+    if failed:
+        print(f"{len(failed)} of {len(records)} cells failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from .report import write_table
+
+    paths = write_table(Path(args.results_dir))
+    print(paths["md"].read_text(), end="")
+    print(f"wrote {paths['md']} and {paths['csv']}")
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from vaebench.methods import METHODS
+
+    for name in METHODS.names():
+        doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
+        print(f"{name:<10} {doc[0] if doc else ''}")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from vaebench.datasets import DATASETS
+
+    for name in DATASETS.names():
+        doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
+        print(f"{name:<14} {doc[0] if doc else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vaebench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a study (a TOML file or a preset name such as 'quick')")
+    run.add_argument("study", help="study TOML file, or a preset: quick, toy, …")
+    run.add_argument("--out", help="results folder (default: results/<study name>)")
+    run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    run.add_argument("--force", action="store_true", help="recompute cells that already have a record")
+    run.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run)
+
+    table = sub.add_parser("table", help="write table.md and table.csv from a results folder")
+    table.add_argument("results_dir")
+    table.set_defaults(func=_cmd_table)
+
+    sub.add_parser("methods", help="list the registered methods").set_defaults(func=_cmd_methods)
+    sub.add_parser("datasets", help="list the registered data sets").set_defaults(func=_cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VaebenchError as exc:
+        print(f"vaebench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The one training loop every method runs through."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from vaebench.datasets import DataSplits, TrainBatches
+from vaebench.methods import Method
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import require
+from .errors import TrainingDiverged
+from .metrics import batched_mean, elbo
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training budget and loop settings.
+
+    Give the budget as ``epochs`` or as ``steps`` (optimizer steps), not both.
+    ``checkpoint_every``: epochs between checkpoints (when the run has a checkpoint folder).
+    ``valid_every``: epochs between validation-ELBO evaluations (0 turns them off).
+    """
+
+    epochs: int | None = 10
+    steps: int | None = None
+    batch_size: int = 100
+    checkpoint_every: int = 1
+    valid_every: int = 1
+    valid_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        require((self.epochs is None) != (self.steps is None),
+                "give the training budget as exactly one of epochs or steps")
+        budget = self.epochs if self.epochs is not None else self.steps
+        require(budget > 0, f"the training budget must be positive, got {budget}")
+        require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+        require(self.checkpoint_every > 0, f"checkpoint_every must be positive, got {self.checkpoint_every}")
+        require(self.valid_every >= 0, f"valid_every must be non-negative, got {self.valid_every}")
+        require(self.valid_batch_size > 0, f"valid_batch_size must be positive, got {self.valid_batch_size}")
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    resumed_from_epoch: int = 0
+
+
+def _finite_or_raise(epoch: int, means: dict[str, float]) -> None:
+    for name, value in means.items():
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"training diverged: loss {name!r} was {value} in epoch {epoch}")
+
+
+def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, dynamic_binarization: bool,
+          checkpoint_dir: Path | None = None, progress: bool = True, description: str = "train") -> TrainResult:
+    """Train ``method`` in place on ``data.train`` (already on the method's device).
+
+    The loop never reads a value back from the device inside an epoch: losses are summed
+    on the device and read once per epoch, when the progress bar and history are updated.
+    With ``checkpoint_dir``, the model, optimizers, history and random state are saved
+    every ``checkpoint_every`` epochs and an existing checkpoint there is resumed.
+    """
+    device = next(method.parameters()).device
+    batches = TrainBatches(data.train, config.batch_size, dynamic=dynamic_binarization, seed=seed)
+    steps_per_epoch = len(batches)
+    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
+    method.configure_optimizers()
+    result = TrainResult()
+
+    start_epoch = 0
+    state = load_checkpoint(checkpoint_dir, map_location=device) if checkpoint_dir else None
+    if state is not None:
+        method.load_state_dict(state["model"])
+        for name, opt in method.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        batches.generator.set_state(state["batch_rng"].to(batches.generator.device))
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        start_epoch = result.resumed_from_epoch = int(state["epoch"])
+        result.history = list(state["history"])
+        result.seconds = float(state["seconds"])
+    step = min(start_epoch * steps_per_epoch, total_steps)
+
+    bar = tqdm(total=total_steps, initial=step, desc=description, disable=not progress,
+               leave=False, dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch + 1, n_epochs + 1):
+            method.train()
+            tic = time.perf_counter()
+            sums: dict[str, torch.Tensor] = {}
+            n_steps = 0
+            for batch in batches:
+                if step >= total_steps:
+                    break
+                losses = method.update(batch)
+                for name, value in losses.items():
+                    sums[name] = sums[name] + value if name in sums else value.clone()
+                step += 1
+                n_steps += 1
+                bar.update(1)
+            means = {f"train_{k}": v.item() / n_steps for k, v in sums.items()}  # one sync per epoch
+            elapsed = time.perf_counter() - tic
+            result.seconds += elapsed
+            _finite_or_raise(epoch, means)
+            record = {"epoch": epoch, "step": step, "seconds": elapsed, **means}
+            if config.valid_every and (epoch % config.valid_every == 0 or epoch == n_epochs):
+                method.eval()
+                record["valid_elbo"] = batched_mean(lambda x: elbo(method, x), data.valid,
+                                                    config.valid_batch_size)
+                method.train()
+            result.history.append(record)
+            bar.set_postfix({k: f"{v:.2f}" for k, v in record.items() if k.startswith(("train_", "valid_"))})
+            if checkpoint_dir and (epoch % config.checkpoint_every == 0 or epoch == n_epochs):
+                save_checkpoint(checkpoint_dir, {
+                    "model": method.state_dict(),
+                    "optimizers": {name: opt.state_dict() for name, opt in method.optimizers.items()},
+                    "epoch": epoch,
+                    "history": result.history,
+                    "seconds": result.seconds,
+                    "batch_rng": batches.generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                })
+    finally:
+        bar.close()
+    method.eval()
+    result.steps = step
+    return result

@@ -1,0 +1,58 @@
+"""What a data set loader returns, and the data options a study can set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from vaebench.config import require
+
+Binarization = Literal["dynamic", "fixed", "threshold", "none"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data options shared by every cell of a study.
+
+    ``train_binarization``: ``dynamic`` draws fresh Bernoulli pixels every epoch,
+    ``fixed`` draws once (seeded), ``threshold`` rounds at 0.5, ``none`` keeps grey levels.
+    ``eval_binarization`` applies to validation and test sets and is never dynamic, so
+    evaluation numbers are reproducible.
+    """
+
+    train_binarization: Binarization = "dynamic"
+    eval_binarization: Literal["fixed", "threshold", "none"] = "fixed"
+    binarization_seed: int = 1234
+    train_subset: int | None = None
+    valid_subset: int | None = None
+    test_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("train_subset", "valid_subset", "test_subset"):
+            value = getattr(self, name)
+            require(value is None or value > 0, f"{name} must be positive, got {value}")
+
+
+@dataclass
+class DataSplits:
+    """Train, validation and test sets as float32 tensors of shape (N, D) in [0, 1].
+
+    ``image_shape`` is the shape of one example, e.g. (1, 28, 28); D is its product.
+    ``binary`` says the values are already exactly 0 or 1 (no binarization needed).
+    """
+
+    name: str
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    image_shape: tuple[int, ...]
+    binary: bool = False
+
+    @property
+    def dim(self) -> int:
+        return self.train.shape[1]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}

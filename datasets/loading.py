@@ -1,0 +1,64 @@
+"""From a data set's name and a DataConfig to tensors ready for training and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .base import DataConfig, DataSplits
+from .binarize import binarize_eval, dynamic_binarization, fixed_binarization, threshold_binarization
+from .registry import DATASETS
+
+
+def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
+    """Load data set ``name``, cut it to the configured subsets, and binarize validation and test.
+
+    The training set is returned as loaded (grey levels); :class:`TrainBatches` binarizes it.
+    Subsets are the first N examples, so a subset means the same examples everywhere.
+    """
+    config = config or DataConfig()
+    splits = DATASETS.get(name)()
+    train = splits.train[: config.train_subset]
+    valid = splits.valid[: config.valid_subset]
+    test = splits.test[: config.test_subset]
+    if not splits.binary:
+        # Different seeds per split: the validation and test draws must be independent.
+        valid = binarize_eval(valid, config.eval_binarization, config.binarization_seed + 1)
+        test = binarize_eval(test, config.eval_binarization, config.binarization_seed + 2)
+        if config.train_binarization == "fixed":
+            train = fixed_binarization(train, config.binarization_seed)
+        elif config.train_binarization == "threshold":
+            train = threshold_binarization(train)
+    return DataSplits(splits.name, train, valid, test, splits.image_shape, splits.binary)
+
+
+class TrainBatches:
+    """Shuffled mini-batches of a training set that lives on the training device.
+
+    Each epoch draws one permutation and, for dynamic binarization, one Bernoulli draw
+    of the whole shuffled set; batches are then views, so no Python loop touches examples.
+    The generator's state is part of a checkpoint, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, train: torch.Tensor, batch_size: int, *, dynamic: bool, seed: int,
+                 drop_last: bool = True) -> None:
+        if batch_size > len(train) and drop_last:
+            raise ValueError(f"batch size {batch_size} exceeds the {len(train)} training examples")
+        self.train = train
+        self.batch_size = batch_size
+        self.dynamic = dynamic
+        self.drop_last = drop_last
+        self.generator = torch.Generator(device=train.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.train)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        n = len(self) * self.batch_size if self.drop_last else len(self.train)
+        perm = torch.randperm(len(self.train), generator=self.generator, device=self.train.device)[:n]
+        epoch = self.train[perm]
+        if self.dynamic:
+            epoch = dynamic_binarization(epoch, self.generator)
+        return iter(epoch.split(self.batch_size))
