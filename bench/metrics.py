@@ -48,7 +48,7 @@ def fitted_gaussian(method: Method, x: torch.Tensor, n_fit: int = 256, inflate: 
     stays unbiased for any proposal with full support; ``inflate`` widens it for safety.
     """
     z = method.sample_posterior(x, n_fit)
-    q = torch.distributions.Normal(z.mean(0), z.std(0) * inflate + 1e-6)
+    q = torch.distributions.Normal(z.mean(0), z.std(0) * inflate + 1e-6, validate_args=False)
     return Proposal(lambda n: q.sample((n,)), lambda z: q.log_prob(z).sum(-1))
 
 

@@ -78,6 +78,8 @@ def run_study(study: Study, results_dir: Path, *, device: str | None = "auto", f
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     torch.set_float32_matmul_precision("high")
+    for dataset in study.datasets:  # a missing data set stops the study before any cell runs
+        _cached_dataset(dataset, study.data)
     records = []
     for run in study.cells():
         if not force and finished(results_dir, run):

@@ -197,4 +197,7 @@ class GaussianEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.distributions.Independent:
         loc, raw_scale = self.body(x).chunk(2, dim=-1)
         scale = nn.functional.softplus(raw_scale) + self.min_scale
-        return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+        # No argument validation: it costs a host sync per call, and NaNs must reach the loss,
+        # where the training loop reports them as divergence.
+        normal = torch.distributions.Normal(loc, scale, validate_args=False)
+        return torch.distributions.Independent(normal, 1, validate_args=False)

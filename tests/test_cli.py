@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vaebench.cli import main
+from vaebench.records import load_records
+
+STUDY = """
+name = "tiny"
+methods = ["vae", {name = "vae", label = "vae-mc", analytic_kl = false}]
+datasets = ["mnist"]
+latent_dims = [4]
+seeds = [0, 1]
+
+[architecture]
+hidden = [32]
+
+[data]
+train_subset = 400
+valid_subset = 100
+test_subset = 50
+
+[train]
+epochs = 1
+batch_size = 100
+
+[eval]
+is_samples = 20
+"""
+
+
+@pytest.fixture
+def study(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(STUDY)
+    return path
+
+
+def test_run_writes_records_and_a_table_then_skips_finished_cells(study, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--no-progress"]) == 0
+    records = load_records(out)
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    r = records[0]
+    assert {"elbo", "log_likelihood_is", "recon_bernoulli_nll", "recon_mse", "recon_pixel_error"} <= set(r["metrics"])
+    assert r["metrics"]["log_likelihood_is"] < 0
+    assert r["config"]["train"]["epochs"] == 1 and r["environment"]["packages"]["torch"]
+    table = (out / "table.md").read_text()
+    assert "| vae " in table and "| vae-mc " in table and "± " in table
+    assert (out / "table.csv").exists()
+    capsys.readouterr()
+
+    assert main(["run", str(study), "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("skip ") == 4
+
+
+def test_dry_run_lists_cells_with_stable_ids(study, capsys):
+    assert main(["run", str(study), "--dry-run"]) == 0
+    first = capsys.readouterr().out
+    assert main(["run", str(study), "--dry-run"]) == 0
+    assert capsys.readouterr().out == first
+    assert first.count("method=vae") == 4 and "4 cells" in first
+
+
+@pytest.mark.parametrize("text, message", [
+    ('methods = ["nope"]\ndatasets = ["mnist"]\nlatent_dims = [2]', "unknown method 'nope'; registered methods:"),
+    ('methods = ["vae"]\ndatasets = ["cifar"]\nlatent_dims = [2]', "unknown dataset 'cifar'"),
+    ('methods = ["vae"]\ndatasets = ["mnist"]\nlatent_dims = [-2]', "latent_dims: expected positive sizes"),
+    ('methods = ["vae"]\ndatasets = ["mnist"]\nlatent_dims = [2]\n[train]\nepochs = 0', "budget must be positive"),
+    ('methods = ["vae"]\ndatasets = ["mnist"]\nlatent_dims = [2]\ncolour = 1', "unknown key 'colour'"),
+    ('methods = ["vae"\n', "not valid TOML"),
+])
+def test_bad_studies_are_one_line_errors(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_entry_points_list_methods():
+    out = subprocess.run([sys.executable, "-m", "vaebench", "methods"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("vae") or "\nvae " in out.stdout
+
+
+def test_table_command_rebuilds_from_records(study, tmp_path, capsys):
+    out = tmp_path / "out"
+    main(["run", str(study), "--out", str(out), "--no-progress"])
+    (out / "table.md").unlink()
+    assert main(["table", str(out)]) == 0
+    assert (out / "table.md").exists()
+    assert main(["table", str(tmp_path / "empty")]) == 2

@@ -1,0 +1,70 @@
+import json
+
+import pytest
+import torch
+
+from vaebench.checkpoint import load_checkpoint
+from vaebench.errors import TrainingDiverged
+from vaebench.methods import create_method
+from vaebench.training import TrainConfig, train
+
+
+def _vae(data, seed=0):
+    torch.manual_seed(seed)
+    return create_method("vae", {}, data_shape=data.image_shape, latent_dim=4, architecture=None)
+
+
+def test_training_records_history_and_improves_validation_elbo(mnist_small):
+    model = _vae(mnist_small)
+    result = train(model, mnist_small, TrainConfig(epochs=3, batch_size=50), seed=0,
+                   dynamic_binarization=False, progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert result.steps == 3 * 20
+    valid = [h["valid_elbo"] for h in result.history]
+    assert valid[-1] > valid[0]
+
+
+def test_step_budget_stops_mid_epoch(mnist_small):
+    result = train(_vae(mnist_small), mnist_small, TrainConfig(epochs=None, steps=30, batch_size=50),
+                   seed=0, dynamic_binarization=False, progress=False)
+    assert result.steps == 30 and len(result.history) == 2
+
+
+def test_checkpoint_round_trip_and_resume_matches_an_uninterrupted_run(mnist_small, tmp_path):
+    config = TrainConfig(epochs=3, batch_size=100)
+    straight = _vae(mnist_small)
+    torch.manual_seed(7)
+    train(straight, mnist_small, config, seed=3, dynamic_binarization=True, progress=False)
+
+    # the same run, stopped after 2 epochs and resumed from its checkpoint in a fresh model
+    first = _vae(mnist_small)
+    torch.manual_seed(7)
+    train(first, mnist_small, TrainConfig(epochs=2, batch_size=100), seed=3, dynamic_binarization=True,
+          checkpoint_dir=tmp_path, progress=False)
+    state = load_checkpoint(tmp_path)  # weights_only=True
+    assert state["epoch"] == 2 and set(state["optimizers"]) == {"model"}
+    resumed = _vae(mnist_small, seed=123)
+    result = train(resumed, mnist_small, config, seed=3, dynamic_binarization=True, checkpoint_dir=tmp_path,
+                   progress=False)
+    assert result.resumed_from_epoch == 2 and len(result.history) == 3
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_checkpoint_loads_into_a_new_model_with_identical_outputs(mnist_small, tmp_path):
+    model = _vae(mnist_small)
+    train(model, mnist_small, TrainConfig(epochs=1, batch_size=100), seed=0, dynamic_binarization=False,
+          checkpoint_dir=tmp_path, progress=False)
+    clone = _vae(mnist_small, seed=99)
+    clone.load_state_dict(load_checkpoint(tmp_path)["model"])
+    z = torch.randn(5, 4)
+    torch.testing.assert_close(model.decoder.logits(z), clone.decoder.logits(z))
+
+
+def test_divergence_is_detected(mnist_small):
+    model = _vae(mnist_small)
+    with torch.no_grad():
+        model.decoder.net[0].weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        train(model, mnist_small, TrainConfig(epochs=1, batch_size=100), seed=0,
+              dynamic_binarization=False, progress=False)

@@ -1,0 +1,44 @@
+import torch
+
+from vaebench.metrics import elbo, importance_sampled_log_likelihood
+from vaebench.methods import create_method
+
+
+def _vae(data, latent_dim=8, **params):
+    return create_method("vae", params, data_shape=data.image_shape, latent_dim=latent_dim)
+
+
+def test_vae_loss_falls_on_a_small_subset(mnist_small):
+    model = _vae(mnist_small)
+    batch = mnist_small.train[:100]
+    first = model.update(batch)["model"].item()
+    for _ in range(60):
+        last = model.update(batch)["model"].item()
+    assert last < first - 100, (first, last)  # from ~543 nats to well below
+
+
+def test_analytic_and_monte_carlo_kl_agree_in_expectation(mnist_small):
+    torch.manual_seed(1)
+    analytic = _vae(mnist_small, analytic_kl=True)
+    monte_carlo = _vae(mnist_small, analytic_kl=False)
+    monte_carlo.load_state_dict(analytic.state_dict())
+    x = mnist_small.test[:50].expand(400, -1, -1).reshape(-1, 784)
+    with torch.no_grad():
+        a = analytic.training_step(x)["model"]
+        b = monte_carlo.training_step(x)["model"]
+    assert abs(a - b) < 0.5, (a, b)
+
+
+def test_importance_sampling_is_at_least_the_elbo_on_average(mnist_small):
+    model = _vae(mnist_small)
+    for _ in range(30):
+        model.update(mnist_small.train[:200])
+    x = mnist_small.test[:100]
+    with torch.no_grad():
+        bound = elbo(model, x, n_samples=100).mean()
+        log_px = importance_sampled_log_likelihood(model, x, n_samples=100).mean()
+        one = importance_sampled_log_likelihood(model, x, n_samples=1).mean()
+    assert log_px < 0
+    assert log_px > bound + 0.5, (log_px, bound)
+    # with one sample, importance sampling is the ELBO estimator itself
+    assert abs(one - bound) < 2.0, (one, bound)
