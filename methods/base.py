@@ -156,8 +156,12 @@ class Method(nn.Module):
         names = list(self.optimizers) if names is None else names
         for name in names:
             self.optimizers[name].zero_grad(set_to_none=True)
-        for i, name in enumerate(names):
-            torch.autograd.backward(losses[name], inputs=self._groups[name], retain_graph=i < len(names) - 1)
+        if len(self.optimizers) == 1:  # one group holds every parameter: a plain backward is cheaper
+            losses[names[0]].backward()
+        else:
+            for i, name in enumerate(names):
+                torch.autograd.backward(losses[name], inputs=self._groups[name],
+                                        retain_graph=i < len(names) - 1)
         for name in names:
             self.optimizers[name].step()
 

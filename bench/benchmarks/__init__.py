@@ -1,1 +1,1 @@
-# nothing yet
+"""Benchmark scripts (``python -m vaebench.benchmarks.NAME``): measurements, not tests."""
