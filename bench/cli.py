@@ -11,20 +11,25 @@ from .errors import VaebenchError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .report import write_table
-    from .runner import run_study
+    from .runner import Execution, finished, run_study
     from .study import load_study
 
     study = load_study(args.study)
+    execution = Execution(jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, threads=args.threads)
     out = Path(args.out) if args.out else Path("results") / study.name
     cells = study.cells()
     if args.dry_run:
         for run in cells:
-            print(f"{run.cell_id}  method={run.method} dataset={run.dataset} latent_dim={run.latent_dim} "
-                  f"seed={run.seed}")
-        print(f"{len(cells)} cells → {out}")
+            action = "recompute" if args.force else ("skip (finished)" if finished(out, run) else "run")
+            budget = f"{run.train.epochs} epochs" if run.train.epochs else f"{run.train.steps} steps"
+            print(f"{run.cell_id}  {action}: {run.method} on {run.dataset}, latent {run.latent_dim}, "
+                  f"seed {run.seed}, {budget} of batch {run.train.batch_size}")
+        jobs, threads = execution.plan()
+        print(f"{len(cells)} cells → {out} ({jobs} jobs × {threads} threads, {execution.backend})")
         return 0
     print(f"study {study.name}: {len(cells)} cells → {out}")
-    records = run_study(study, out, device=args.device, force=args.force, progress=not args.no_progress)
+    records = run_study(study, out, device=args.device, force=args.force, progress=not args.no_progress,
+                        execution=execution)
     failed = [r["cell_id"] for r in records if r["status"] != "ok"]
     if len(failed) < len(records):
         paths = write_table(out)
@@ -73,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute cells that already have a record")
     run.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
+    run.add_argument("--backend", default="loky", choices=("loky", "dask"),
+                     help="loky: processes on this machine; dask: a dask.distributed cluster")
+    run.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://10.0.0.1:8786 (with --backend dask)")
+    run.add_argument("--threads", type=int, help="torch threads per cell (default: cores / jobs)")
     run.set_defaults(func=_cmd_run)
 
     table = sub.add_parser("table", help="write table.md and table.csv from a results folder")

@@ -44,7 +44,9 @@ def evaluate(method: Method, x: torch.Tensor, config: EvalConfig, *, progress: b
     method.eval()
     per_example: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
-        for chunk in tqdm(x.split(config.batch_size), desc=description, disable=not progress, leave=False):
+        chunks = tqdm(x.split(config.batch_size), desc=description, disable=None if progress else True,
+                      leave=False)
+        for chunk in chunks:
             values = {"elbo": elbo(method, chunk, config.elbo_samples), **reconstruction_metrics(method, chunk)}
             if config.is_samples:
                 values["log_likelihood_is"] = importance_sampled_log_likelihood(method, chunk, config.is_samples)

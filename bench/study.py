@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import itertools
 import json
 import tomllib
@@ -78,6 +79,8 @@ class Study:
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    #: modules imported before the study runs (in every worker too): methods or data sets of your own
+    plugins: tuple[str, ...] = ()
 
     def cells(self) -> list[RunConfig]:
         """The study's matrix, in a stable order: dataset, latent size, method, seed."""
@@ -112,10 +115,23 @@ def _method_spec(entry: Any, index: int) -> MethodSpec:
     return MethodSpec(name=name, label=label, params=params)
 
 
+def import_plugins(modules: tuple[str, ...]) -> None:
+    """Import the study's plugin modules, which register methods or data sets of the user's own."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"study.plugins: cannot import {name!r} ({exc})") from None
+
+
 def parse_study(data: dict[str, Any], default_name: str = "study") -> Study:
     """Validate a study's raw TOML table; every problem is one :class:`ConfigError` line."""
     if not isinstance(data, dict):
         raise ConfigError("a study must be a table of settings")
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"study.plugins: expected a list of module names, got {plugins!r}")
+    import_plugins(tuple(plugins))  # plugins register names that the rest of the study may use
     unknown = sorted(set(data) - _STUDY_KEYS)
     if unknown:
         raise ConfigError(f"study: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(_STUDY_KEYS))}")

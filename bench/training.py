@@ -92,7 +92,7 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
         result.seconds = float(state["seconds"])
     step = min(start_epoch * steps_per_epoch, total_steps)
 
-    bar = tqdm(total=total_steps, initial=step, desc=description, disable=not progress,
+    bar = tqdm(total=total_steps, initial=step, desc=description, disable=None if progress else True,
                leave=False, dynamic_ncols=True)
     try:
         for epoch in range(start_epoch + 1, n_epochs + 1):

@@ -53,7 +53,8 @@ def test_run_writes_records_and_a_table_then_skips_finished_cells(study, tmp_pat
     capsys.readouterr()
 
     assert main(["run", str(study), "--out", str(out), "--no-progress"]) == 0
-    assert capsys.readouterr().out.count("skip ") == 4
+    out_text = capsys.readouterr().out
+    assert "skipping 4 finished cells" in out_text and "0 ok, 0 failed, 4 skipped" in out_text
 
 
 def test_dry_run_lists_cells_with_stable_ids(study, capsys):
@@ -61,7 +62,8 @@ def test_dry_run_lists_cells_with_stable_ids(study, capsys):
     first = capsys.readouterr().out
     assert main(["run", str(study), "--dry-run"]) == 0
     assert capsys.readouterr().out == first
-    assert first.count("method=vae") == 4 and "4 cells" in first
+    assert first.count(": vae on mnist, latent 4") == 4 and "4 cells" in first
+    assert first.count("  run: ") == 4
 
 
 @pytest.mark.parametrize("text, message", [

@@ -1,0 +1,149 @@
+"""The study runner: failure isolation, corrupt records, SIGKILL and resume, parallel backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaebench.checkpoint import load_checkpoint
+from vaebench.cli import main
+from vaebench.records import load_records, read_record, record_path
+from vaebench.runner import Execution, run_study
+from vaebench.study import load_study
+
+TINY = """
+name = "tiny"
+methods = {methods}
+datasets = ["mnist"]
+latent_dims = [2]
+seeds = {seeds}
+plugins = {plugins}
+
+[architecture]
+hidden = [32]
+
+[data]
+train_subset = {n_train}
+valid_subset = 100
+test_subset = 20
+
+[train]
+epochs = {epochs}
+batch_size = 100
+
+[eval]
+is_samples = 10
+"""
+
+NAN_PLUGIN = '''
+from vaebench.methods import register
+from vaebench.methods.vae import VAE
+
+
+@register("test-nan")
+class NaNVAE(VAE):
+    """A VAE whose loss is NaN: a stand-in for a diverging method."""
+
+    def training_step(self, batch):
+        return {"model": super().training_step(batch)["model"] * float("nan")}
+'''
+
+
+def write_study(tmp_path: Path, methods='["vae"]', seeds="[0]", plugins="[]", n_train=300, epochs=1) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(methods=methods, seeds=seeds, plugins=plugins, n_train=n_train, epochs=epochs))
+    return path
+
+
+def test_a_diverging_cell_is_recorded_as_failed_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    (tmp_path / "nan_plugin.py").write_text(NAN_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    study = write_study(tmp_path, methods='["test-nan", "vae"]', plugins='["nan_plugin"]')
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--no-progress"]) == 1
+    records = {r["config"]["method"]: r for r in load_records(out)}
+    assert records["vae"]["status"] == "ok"
+    assert records["test-nan"]["status"] == "failed"
+    assert "TrainingDiverged" in records["test-nan"]["error"] and "nan" in records["test-nan"]["error"]
+    captured = capsys.readouterr()
+    assert f"1 of 2 cells failed: {records['test-nan']['cell_id']}" in captured.err
+    assert "| vae " in (out / "table.md").read_text()
+
+
+def test_a_corrupt_record_is_detected_and_its_cell_rerun(tmp_path, capsys):
+    study_path = write_study(tmp_path, seeds="[0, 1]")
+    out = tmp_path / "out"
+    assert main(["run", str(study_path), "--out", str(out), "--no-progress"]) == 0
+    cells = load_study(study_path).cells()
+    path = record_path(out, cells[1].cell_id)
+    path.write_text(path.read_text()[:100])  # truncated mid-write by a dying process
+    assert read_record(path) is None
+    capsys.readouterr()
+    assert main(["run", str(study_path), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "skipping 1 finished cells" in text and f"ok     {cells[1].cell_id}" in text
+    assert read_record(path)["status"] == "ok"
+
+
+def test_sigkill_mid_study_loses_only_the_cell_in_flight_which_resumes(tmp_path):
+    study_path = write_study(tmp_path, seeds="[0, 1]", n_train=1000, epochs=150)
+    first, second = (run.cell_id for run in load_study(study_path).cells())
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vaebench", "run", str(study_path), "--out", str(out),
+                             "--no-progress", "--threads", "1"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    checkpoint = out / "checkpoints" / second / "checkpoint.pt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the second cell never wrote a checkpoint"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved_epoch = load_checkpoint(checkpoint.parent)["epoch"]
+    assert 1 <= saved_epoch < 150
+    assert read_record(record_path(out, first))["status"] == "ok"
+    assert read_record(record_path(out, second)) is None  # the cell in flight, and only it, is lost
+
+    records = run_study(load_study(study_path), out, progress=False, echo=lambda s: None)
+    by_id = {r["cell_id"]: r for r in records}
+    assert by_id[second]["status"] == "ok"
+    assert by_id[second]["timings"]["resumed_from_epoch"] >= saved_epoch
+    assert len(by_id[second]["history"]) == 150
+    assert by_id[first]["finished_at"] == read_record(record_path(out, first))["finished_at"]  # not rerun
+
+
+def test_loky_jobs_run_cells_in_parallel_processes(tmp_path):
+    study = load_study(write_study(tmp_path, seeds="[0, 1]"))
+    records = run_study(study, tmp_path / "out", progress=False, echo=lambda s: None,
+                        execution=Execution(jobs=2, threads=1))
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert Execution(jobs=64).plan()[0] * Execution(jobs=64).plan()[1] <= (os.cpu_count() or 1)
+
+
+def test_dask_backend_on_a_local_cluster(tmp_path):
+    from dask.distributed import LocalCluster
+
+    study = load_study(write_study(tmp_path))
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                      processes=True) as cluster:
+        records = run_study(study, tmp_path / "out", progress=False, echo=lambda s: None,
+                            execution=Execution(backend="dask", scheduler=cluster.scheduler_address))
+    assert [r["status"] for r in records] == ["ok"]
+    assert load_records(tmp_path / "out")[0]["metrics"]["elbo"] < 0
+
+
+def test_same_config_gives_the_same_numbers(tmp_path):
+    study = load_study(write_study(tmp_path))
+    a = run_study(study, tmp_path / "a", progress=False, echo=lambda s: None)[0]
+    b = run_study(study, tmp_path / "b", progress=False, echo=lambda s: None)[0]
+    assert a["metrics"] == b["metrics"]
