@@ -10,7 +10,7 @@ from .errors import VaebenchError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .report import write_table
+    from .report import write_report
     from .runner import Execution, finished, run_study
     from .study import load_study
 
@@ -32,8 +32,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         execution=execution)
     failed = [r["cell_id"] for r in records if r["status"] != "ok"]
     if len(failed) < len(records):
-        paths = write_table(out)
-        print(f"table: {paths['md']}")
+        command = " ".join(["vaebench", "run", args.study] + (["--out", args.out] if args.out else []))
+        paths = write_report(out, command=command)
+        print(f"report: {paths['readme']} (table: {paths['md']})")
     if failed:
         print(f"{len(failed)} of {len(records)} cells failed: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -45,7 +46,16 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
     paths = write_table(Path(args.results_dir))
     print(paths["md"].read_text(), end="")
-    print(f"wrote {paths['md']} and {paths['csv']}")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    paths = write_report(Path(args.results_dir))
+    print(paths["md"].read_text(), end="")
+    print(f"wrote {len(paths)} files; see {paths['readme']}")
     return 0
 
 
@@ -85,9 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="torch threads per cell (default: cores / jobs)")
     run.set_defaults(func=_cmd_run)
 
-    table = sub.add_parser("table", help="write table.md and table.csv from a results folder")
+    table = sub.add_parser("table", help="write table.md, table.csv and table.tex from a results folder")
     table.add_argument("results_dir")
     table.set_defaults(func=_cmd_table)
+
+    report = sub.add_parser("report", help="tables, figures and README.md from a results folder's records")
+    report.add_argument("results_dir")
+    report.set_defaults(func=_cmd_report)
 
     sub.add_parser("methods", help="list the registered methods").set_defaults(func=_cmd_methods)
     sub.add_parser("datasets", help="list the registered data sets").set_defaults(func=_cmd_datasets)

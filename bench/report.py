@@ -1,4 +1,4 @@
-"""Tables of results from run records: mean ± standard deviation over seeds."""
+"""Reports from run records alone: tables (mean ± standard deviation over seeds), figures, README."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tabulate import tabulate
 
 from .errors import VaebenchError
 from .records import load_records
@@ -62,15 +63,61 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return shown.to_markdown(index=False)
 
 
+def latex_table(summary: pd.DataFrame) -> str:
+    shown = summary[list(KEYS)].copy()
+    for key, heading in COLUMNS:
+        if f"{key}_mean" in summary:
+            shown[heading] = [_format(m, s).replace("±", "$\\pm$")
+                              for m, s in zip(summary[f"{key}_mean"], summary[f"{key}_std"])]
+    shown["seeds"] = summary["n_seeds"]
+    return tabulate(shown, headers="keys", tablefmt="latex_booktabs", showindex=False, disable_numparse=True)
+
+
 def write_table(results_dir: Path) -> dict[str, Path]:
-    """Write ``table.md`` and ``table.csv`` for the records under ``results_dir``."""
+    """Write ``table.md``, ``table.csv`` and ``table.tex`` for the records under ``results_dir``."""
     results_dir = Path(results_dir)
-    records = load_records(results_dir)
-    frame = records_frame(records)
+    frame = records_frame(load_records(results_dir))
     if frame.empty:
         raise VaebenchError(f"no finished run records under {results_dir / 'records'}")
     summary = summary_frame(frame)
-    paths = {"md": results_dir / "table.md", "csv": results_dir / "table.csv"}
+    paths = {"md": results_dir / "table.md", "csv": results_dir / "table.csv", "tex": results_dir / "table.tex"}
     paths["md"].write_text(markdown_table(summary) + "\n")
     summary.to_csv(paths["csv"], index=False)
+    paths["tex"].write_text(latex_table(summary) + "\n")
     return paths
+
+
+def write_report(results_dir: Path, command: str | None = None) -> dict[str, Path]:
+    """Tables, figures and a README that embeds them, for the records under ``results_dir``.
+
+    ``command`` is the command that produced the records, named in the README.
+    """
+    from . import figures  # matplotlib is imported only when figures are drawn
+
+    results_dir = Path(results_dir)
+    paths = write_table(results_dir)
+    records = load_records(results_dir)
+    frame = records_frame(records)
+    fig_dir = results_dir / "figures"
+    drawn = [
+        figures.log_likelihood_plot(frame, fig_dir / "log_likelihood.png"),
+        figures.training_curves(records, fig_dir / "training_curves.png"),
+        *figures.image_grids(records, fig_dir / "samples.png", fig_dir / "reconstructions.png"),
+    ]
+    drawn = [p for p in drawn if p is not None]
+    drawn += sorted(p for p in fig_dir.glob("*.png") if p not in drawn)  # e.g. the toy posteriors
+    failed = [r for r in records if r.get("status") != "ok"]
+    lines = [f"# Results: {results_dir.name}", ""]
+    if command:
+        lines += [f"Produced by `{command}`; regenerate this report from the records with "
+                  f"`vaebench report {results_dir}`.", ""]
+    lines += [f"{len(records) - len(failed)} finished cells"
+              + (f", {len(failed)} failed ({', '.join(r['cell_id'] for r in failed)})" if failed else "")
+              + ". Mean ± standard deviation over seeds; log-likelihoods and ELBO in nats per test "
+              "image (higher is better), reconstruction NLL in nats (lower is better).", "",
+              paths["md"].read_text(), ""]
+    for path in drawn:
+        lines += [f"![{path.stem.replace('_', ' ')}](figures/{path.name})", ""]
+    paths["readme"] = results_dir / "README.md"
+    paths["readme"].write_text("\n".join(lines))
+    return {**paths, **{p.stem: p for p in drawn}}

@@ -23,6 +23,7 @@ from .checkpoint import save_config
 from .config import require
 from .device import resolve_device, seed_everything
 from .evaluation import evaluate
+from .images import image_summary
 from .records import environment, read_record, record_path, write_record
 from .study import RunConfig, Study, import_plugins
 from .training import train
@@ -62,7 +63,8 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto",
         result = train(method, train_data, run.train, seed=run.seed, dynamic_binarization=dynamic,
                        checkpoint_dir=checkpoint_dir, progress=progress, description=cell_id)
         metrics = evaluate(method, train_data.test, run.eval, progress=progress, description=f"eval {cell_id}")
-        record.update(status="ok", metrics=metrics, history=result.history,
+        images = image_summary(method, train_data.test, data.image_shape, seed=run.seed)
+        record.update(status="ok", metrics=metrics, history=result.history, images=images,
                       timings={"train_seconds": result.seconds, "eval_seconds": metrics.pop("eval_seconds"),
                                "train_steps": result.steps, "resumed_from_epoch": result.resumed_from_epoch})
     except Exception as exc:  # noqa: BLE001 - one cell's failure must not stop the study

@@ -1,4 +1,4 @@
-import json
+import shutil
 import subprocess
 import sys
 
@@ -47,6 +47,12 @@ def test_run_writes_records_and_a_table_then_skips_finished_cells(study, tmp_pat
     assert {"elbo", "log_likelihood_is", "recon_bernoulli_nll", "recon_mse", "recon_pixel_error"} <= set(r["metrics"])
     assert r["metrics"]["log_likelihood_is"] < 0
     assert r["config"]["train"]["epochs"] == 1 and r["environment"]["packages"]["torch"]
+    readme = (out / "README.md").read_text()
+    for figure in ("log_likelihood", "training_curves", "samples", "reconstructions"):
+        assert (out / "figures" / f"{figure}.png").stat().st_size > 1000
+        assert f"(figures/{figure}.png)" in readme
+    assert f"vaebench run {study}" in readme
+    assert "\\toprule" in (out / "table.tex").read_text()
     table = (out / "table.md").read_text()
     assert "| vae " in table and "| vae-mc " in table and "± " in table
     assert (out / "table.csv").exists()
@@ -87,10 +93,18 @@ def test_console_entry_points_list_methods():
     assert out.stdout.startswith("vae") or "\nvae " in out.stdout
 
 
-def test_table_command_rebuilds_from_records(study, tmp_path, capsys):
+def test_report_and_table_rebuild_from_records_alone(study, tmp_path, capsys):
     out = tmp_path / "out"
     main(["run", str(study), "--out", str(out), "--no-progress"])
+    shutil.rmtree(out / "checkpoints")
+    before = (out / "table.md").read_text()
+    for name in ("table.md", "table.csv", "table.tex", "README.md"):
+        (out / name).unlink()
+    shutil.rmtree(out / "figures")
+    assert main(["report", str(out)]) == 0
+    assert (out / "table.md").read_text() == before
+    assert (out / "figures" / "samples.png").exists() and (out / "README.md").exists()
     (out / "table.md").unlink()
     assert main(["table", str(out)]) == 0
-    assert (out / "table.md").exists()
+    assert (out / "table.md").read_text() == before
     assert main(["table", str(tmp_path / "empty")]) == 2
