@@ -1,0 +1,110 @@
+"""Hypothesis-generated bad study files: each is refused with one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import string
+import typing
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vaebench.cli import main
+from vaebench.datasets import list_datasets
+from vaebench.methods import list_methods
+from vaebench.methods.vae import VAEConfig
+from vaebench.study import Study
+
+VALID = {
+    "methods": ["vae"],
+    "datasets": ["mnist"],
+    "latent_dims": [2],
+    "seeds": [0],
+    "train": {"epochs": 1, "batch_size": 10},
+    "data": {"train_subset": 100},
+    "eval": {"is_samples": 10},
+    "architecture": {"hidden": [8]},
+}
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if value == value and abs(value) != float("inf") else str(value).lower()
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON's escapes are valid in TOML basic strings
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+def to_toml(study: dict) -> str:
+    top = [f"{json.dumps(k)} = {toml_value(v)}" for k, v in study.items() if not isinstance(v, dict)]
+    tables = [f"[{k}]\n" + "\n".join(f"{json.dumps(kk)} = {toml_value(vv)}" for kk, vv in v.items())
+              for k, v in study.items() if isinstance(v, dict)]
+    return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
+
+
+SECTIONS = {name: {f.name for f in dataclasses.fields(tp)}
+            for name, tp in typing.get_type_hints(Study).items() if name in ("train", "data", "eval", "architecture")}
+names = st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
+not_int = st.one_of(st.text(max_size=5), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
+                    st.lists(st.integers(), max_size=2))
+non_positive = st.integers(max_value=0)
+
+
+def mutate(path: tuple[str, ...], value):
+    study = json.loads(json.dumps(VALID))
+    target = study
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+    return study
+
+
+bad_studies = st.one_of(
+    names.filter(lambda k: k not in VALID and k not in {"name", "plugins"}).map(lambda k: mutate((k,), 1)),
+    st.sampled_from(sorted(SECTIONS)).flatmap(
+        lambda section: names.filter(lambda k: k not in SECTIONS[section]).map(lambda k: mutate((section, k), 1))),
+    names.filter(lambda n: n not in list_methods()).map(lambda n: mutate(("methods",), [n])),
+    names.filter(lambda n: n not in list_datasets()).map(lambda n: mutate(("datasets",), [n])),
+    st.one_of(non_positive.map(lambda v: [v]), st.just([]), st.text(max_size=5), st.booleans(),
+              st.floats(allow_nan=False, allow_infinity=False), st.lists(st.text(max_size=3), min_size=1, max_size=2),
+              ).map(lambda v: mutate(("latent_dims",), v)),
+    st.one_of(non_positive, not_int).map(lambda v: mutate(("train", "batch_size"), v)),
+    st.one_of(non_positive, not_int).map(lambda v: mutate(("train", "epochs"), v)),
+    st.one_of(non_positive, not_int).map(lambda v: mutate(("data", "train_subset"), v)),
+    st.integers(max_value=-1).map(lambda v: mutate(("eval", "is_samples"), v)),
+    st.one_of(st.just([]), st.just([0]), st.lists(st.integers(max_value=0), min_size=1, max_size=3))
+    .map(lambda v: mutate(("architecture", "hidden"), v)),
+    st.text(string.ascii_letters, min_size=1, max_size=8).filter(
+        lambda a: a not in {"relu", "elu", "softplus", "tanh", "leaky_relu"}
+    ).map(lambda v: mutate(("architecture", "activation"), v)),
+    st.floats(max_value=0, allow_nan=False).map(lambda v: mutate(("methods",), [{"name": "vae", "lr": v}])),
+    names.filter(lambda k: k not in {f.name for f in dataclasses.fields(VAEConfig)} | {"name", "label"})
+    .map(lambda k: mutate(("methods",), [{"name": "vae", k: 1}])),
+    st.one_of(st.integers(), st.just([]), st.just({"name": 3})).map(lambda v: mutate(("methods",), v)),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(study=bad_studies)
+def test_every_bad_study_gets_one_clear_error_line(study, capsys):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bad.toml"
+        path.write_text(to_toml(study))
+        code = main(["run", str(path), "--dry-run", "--out", str(Path(tmp) / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (to_toml(study), err)
+    assert len(err.splitlines()) == 1 and err.startswith("vaebench: error: "), err
+    assert "Traceback" not in err
+
+
+def test_the_valid_base_study_is_accepted(tmp_path, capsys):
+    path = tmp_path / "ok.toml"
+    path.write_text(to_toml(VALID))
+    assert main(["run", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 0
