@@ -121,15 +121,20 @@ class IAF(Method):
         scale = nn.functional.softplus(raw_scale) + self.config.min_scale
         return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1), h
 
+    def flow(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_0 ↦ z_K through the K steps, and log|det ∂z_K/∂z_0|."""
+        log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        for step in self.steps:
+            z, step_log_det = step(z, h)
+            log_det = log_det + step_log_det
+        return z, log_det
+
     def sample_with_log_q(self, x: torch.Tensor, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """n reparameterised draws z_K (n, batch, latent_dim) and their exact log q(z_K|x) (n, batch)."""
         q0, h = self.base(x)
-        z = q0.rsample((n,))
-        log_q = q0.log_prob(z)
-        for step in self.steps:
-            z, log_det = step(z, h)
-            log_q = log_q - log_det
-        return z, log_q
+        z0 = q0.rsample((n,))
+        z, log_det = self.flow(z0, h)
+        return z, q0.log_prob(z0) - log_det
 
     def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
         z, log_q = self.sample_with_log_q(x, n)
