@@ -156,8 +156,9 @@ class ConvEncoder(nn.Module):
         self.head = nn.Linear(width_in * size * size, out_dim)
 
     def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        require(extra is None or self.extra_dim > 0, "this encoder was built without an extra input")
-        require(extra is not None or self.extra_dim == 0, "this encoder needs its extra input")
+        if (extra is None) != (self.extra_dim == 0):
+            raise ValueError(f"this encoder was built with extra_dim={self.extra_dim}, "
+                             f"and called {'without' if extra is None else 'with'} an extra input")
         lead = x.shape[:-1]
         h = self.convs[0]((2 * x - 1).reshape(-1, *self.image_shape))
         h = h.reshape(*lead, *h.shape[1:])

@@ -71,6 +71,8 @@ class AAE(Method):
 
     config_class = AAEConfig
     config: AAEConfig
+    #: the default (deterministic) configuration's; each instance sets its own in ``__init__``
+    has_density = False
 
     def __init__(self, config: AAEConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -115,6 +117,11 @@ class AAE(Method):
         Monte Carlo ELBO with the exact log q. Deterministic encoder without noise: q(z|x) is a
         point mass, whose entropy is −∞, so the ELBO is −∞ for every decoder; a number would be
         meaningless, so this returns NaN per example (tables show it as missing).
+
+        The evaluation's importance-sampled log-likelihood then falls back to a Gaussian fitted
+        to posterior samples, which for a point mass has (near) zero spread: that estimate is a
+        valid but uselessly loose lower bound. Compare likelihoods with ``posterior_noise_std`` > 0
+        or the Gaussian encoder.
         """
         if self.has_density:
             return super().elbo(x, n_samples)

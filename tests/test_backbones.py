@@ -26,7 +26,7 @@ def test_conv_encoder_shapes_with_and_without_extra_input(images):
     assert noisy(images, torch.randn(6, 3)).shape == (6, 10)
     # noise with a leading sample dimension broadcasts against x
     assert noisy(images, torch.randn(5, 6, 3)).shape == (5, 6, 10)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         noisy(images)
 
 
