@@ -119,7 +119,9 @@ class IAF(Method):
         """The base Gaussian N(μ(x), σ(x)²) and the context h(x)."""
         loc, raw_scale, h = self.encoder(x).split([self.latent_dim, self.latent_dim, self.config.context_dim], -1)
         scale = nn.functional.softplus(raw_scale) + self.config.min_scale
-        return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1), h
+        # no argument validation, as in the VAE's GaussianEncoder: it costs a host sync per call
+        normal = torch.distributions.Normal(loc, scale, validate_args=False)
+        return torch.distributions.Independent(normal, 1, validate_args=False), h
 
     def flow(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z_0 ↦ z_K through the K steps, and log|det ∂z_K/∂z_0|."""
