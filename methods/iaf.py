@@ -92,8 +92,10 @@ class IAFStep(nn.Module):
 
 @register("iaf")
 class IAF(Method):
-    """VAE whose q(z|x) is a diagonal Gaussian followed by K gated IAF steps conditioned on
-    an encoder context h(x); the variable order is reversed between steps.
+    """VAE whose q(z|x) is a diagonal Gaussian followed by K gated IAF steps.
+
+    Every step is conditioned on an encoder context h(x); the variable order is reversed
+    between steps.
 
     :meth:`log_q` is exact. For the z that :meth:`sample_posterior` just returned it reuses
     the log-density computed while sampling (one pass per step); for any other z it inverts
