@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import math
+
 import torch
 from torch import nn
 
@@ -27,8 +29,10 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class Architecture:
     """The shared network architecture of a study.
 
-    ``backbone``: a registered backbone name (``mlp``). ``hidden``: widths of the hidden
-    layers of encoder, decoder and adversary bodies. ``activation``: their nonlinearity.
+    ``backbone``: a registered backbone name (``mlp``, ``conv``). ``hidden``: widths of the
+    hidden layers of encoder, decoder and adversary bodies. ``activation``: their
+    nonlinearity. The ``conv`` backbone has the AVB authors' fixed MNIST architecture and
+    ignores ``hidden`` and ``activation``.
     """
 
     backbone: str = "mlp"
@@ -91,6 +95,130 @@ class MLPBackbone:
     def decoder(self, arch: Architecture, latent_dim: int, data_shape: tuple[int, ...]) -> nn.Module:
         dim = int(torch.Size(data_shape).numel())
         return mlp(latent_dim, tuple(reversed(arch.hidden)), dim, arch.activation)
+
+
+def _image_shape(data_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(channels, height, width) of square images given as (H, W) or (C, H, W)."""
+    require(len(data_shape) in (2, 3) and data_shape[-1] == data_shape[-2],
+            f"the conv backbone needs square images of shape (H, W) or (C, H, W), got {data_shape}")
+    return (1, *data_shape) if len(data_shape) == 2 else tuple(data_shape)  # type: ignore[return-value]
+
+
+class AddLinear(nn.Module):
+    """Adds a linear function of a vector (AVB's noise ε) to a feature map, as ``add_linear``
+    in the AVB authors' code: this is how their encoder injects noise at every scale."""
+
+    def __init__(self, extra_dim: int, feature_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.feature_shape = feature_shape
+        self.linear = nn.Linear(extra_dim, math.prod(feature_shape))
+
+    def forward(self, features: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        return features + self.linear(extra).unflatten(-1, self.feature_shape)
+
+
+class ConvEncoder(nn.Module):
+    """The AVB authors' MNIST convolutional encoder (``avb/avb/models/conv0.py``).
+
+    x ↦ 2x − 1; four 5×5 convolutions with ``channels``·(1, 2, 4, 8) maps, the last
+    ``n_down`` of them with stride 2 (two for 28×28); after each one the optional extra
+    input is added through a linear map (``add_linear``), then batch norm (not after the
+    last) and ELU; a linear layer maps the flattened features to ``out_dim``.
+
+    Inputs are flattened images (…, C·H·W) and optionally extra vectors (…, extra_dim),
+    broadcast over their leading dimensions. The first convolution runs once per image,
+    before broadcasting, since the extra input only enters after it.
+    The authors' ``conv1`` variant adds residual blocks at each scale; we leave them out
+    to keep the backbone affordable on a CPU.
+    """
+
+    def __init__(self, data_shape: tuple[int, ...], out_dim: int, extra_dim: int = 0,
+                 channels: int = 64) -> None:
+        super().__init__()
+        self.image_shape = _image_shape(data_shape)
+        c, size, _ = self.image_shape
+        n_down = max(min(int(math.log2(size)) - 2, 4), 0)
+        strides = [1] * (4 - n_down) + [2] * n_down
+        self.extra_dim = extra_dim
+        self.convs = nn.ModuleList()
+        self.adds = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        width_in = c
+        for i, stride in enumerate(strides):
+            width = channels * 2 ** i
+            self.convs.append(nn.Conv2d(width_in, width, 5, stride=stride, padding=2))
+            size = (size - 1) // stride + 1  # 'SAME' padding: ceil(size / stride)
+            if extra_dim:
+                self.adds.append(AddLinear(extra_dim, (width, size, size)))
+            # as in the authors' code: batch norm on all but the last block
+            self.norms.append(nn.BatchNorm2d(width) if i < len(strides) - 1 else nn.Identity())
+            width_in = width
+        self.head = nn.Linear(width_in * size * size, out_dim)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        if (extra is None) != (self.extra_dim == 0):
+            raise ValueError(f"this encoder was built with extra_dim={self.extra_dim}, "
+                             f"and called {'without' if extra is None else 'with'} an extra input")
+        lead = x.shape[:-1]
+        h = self.convs[0]((2 * x - 1).reshape(-1, *self.image_shape))
+        h = h.reshape(*lead, *h.shape[1:])
+        if extra is not None:
+            lead = torch.broadcast_shapes(lead, extra.shape[:-1])
+            h = self.adds[0](h, extra).expand(*lead, *h.shape[-3:])
+        h = nn.functional.elu(self.norms[0](h.reshape(-1, *h.shape[-3:])))
+        for i in range(1, len(self.convs)):
+            h = self.convs[i](h)
+            if extra is not None:
+                h = self.adds[i](h.reshape(*lead, *h.shape[1:]), extra).reshape(h.shape)
+            h = nn.functional.elu(self.norms[i](h))
+        return self.head(h.flatten(1)).reshape(*lead, -1)
+
+
+class ConvDecoder(nn.Module):
+    """The AVB authors' MNIST convolutional decoder (``avb/decoders/conv1.py``).
+
+    z ↦ softplus fully connected layers of 300 and 32·(s/8)² units, then 5×5 transposed
+    convolutions with stride 2 to (s/4)² × 32, (s/2)² × 16 (softplus) and s² × C logits.
+    z may have any leading dimensions; the output is logits over flattened pixels.
+    """
+
+    def __init__(self, latent_dim: int, data_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        c, s, _ = self.image_shape = _image_shape(data_shape)
+        # the spatial sizes at each scale, as in the authors' code: ceil(s / 2^k)
+        self.sizes = [math.ceil(s / 2 ** k) for k in (3, 2, 1, 0)]
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 300), nn.Softplus(),
+                                nn.Linear(300, 32 * self.sizes[0] ** 2), nn.Softplus())
+        self.deconvs = nn.ModuleList([
+            nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2) for cin, cout in ((32, 32), (32, 16), (16, c))
+        ])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        h = self.fc(z.reshape(-1, z.shape[-1])).reshape(-1, 32, self.sizes[0], self.sizes[0])
+        for i, deconv in enumerate(self.deconvs):
+            # output_size fixes the output padding so that each scale has the authors' size
+            h = deconv(h, output_size=(self.sizes[i + 1], self.sizes[i + 1]))
+            if i < len(self.deconvs) - 1:
+                h = nn.functional.softplus(h)
+        return h.reshape(*lead, -1)
+
+
+@BACKBONES.register("conv")
+class ConvBackbone:
+    """The AVB paper's convolutional MNIST encoder and decoder (fixed sizes; ``arch.hidden``
+    and ``arch.activation`` do not apply). ``channels``: the encoder's base width (the
+    authors' ``df_dim`` = 64)."""
+
+    def __init__(self, channels: int = 64) -> None:
+        self.channels = channels
+
+    def encoder(self, arch: Architecture, data_shape: tuple[int, ...], out_dim: int,
+                extra_dim: int = 0) -> nn.Module:
+        return ConvEncoder(data_shape, out_dim, extra_dim, self.channels)
+
+    def decoder(self, arch: Architecture, latent_dim: int, data_shape: tuple[int, ...]) -> nn.Module:
+        return ConvDecoder(latent_dim, data_shape)
 
 
 def get_backbone(name: str) -> Backbone:

@@ -21,3 +21,19 @@ def mnist_small():
     """The first 1,000 / 500 / 500 MNIST examples, training set fixed-binarized."""
     return load_dataset("mnist", DataConfig(train_binarization="fixed", train_subset=1000,
                                             valid_subset=500, test_subset=500))
+
+
+@pytest.fixture(scope="session")
+def mnist_500():
+    """The first 500 MNIST training examples (and 100 validation), for one-epoch smoke tests."""
+    return load_dataset("mnist", DataConfig(train_subset=500, valid_subset=100, test_subset=100))
+
+
+@pytest.fixture
+def tiny_batch() -> torch.Tensor:
+    """32 binary 8×8 'images' with structure a model can learn (two prototypes plus noise)."""
+    g = torch.Generator().manual_seed(0)
+    prototypes = (torch.rand(2, 64, generator=g) < 0.5).float()
+    which = torch.arange(32) % 2
+    flips = (torch.rand(32, 64, generator=g) < 0.05).float()
+    return (prototypes[which] + flips) % 2

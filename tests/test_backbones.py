@@ -1,0 +1,71 @@
+"""Backbones: the conv backbone's shapes, its extra input, and methods built on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import assert_loss_falls, losses_over_steps
+from vaebench.backbones import Architecture, ConvBackbone, get_backbone
+from vaebench.errors import ConfigError
+from vaebench.methods import create_method, list_methods
+
+MNIST_SHAPE = (1, 28, 28)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return (torch.rand(6, 784, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+
+
+def test_conv_encoder_shapes_with_and_without_extra_input(images):
+    torch.manual_seed(0)
+    backbone, arch = ConvBackbone(channels=4), Architecture(backbone="conv")
+    assert backbone.encoder(arch, MNIST_SHAPE, 10)(images).shape == (6, 10)
+    noisy = backbone.encoder(arch, MNIST_SHAPE, 10, extra_dim=3)
+    assert noisy(images, torch.randn(6, 3)).shape == (6, 10)
+    # noise with a leading sample dimension broadcasts against x
+    assert noisy(images, torch.randn(5, 6, 3)).shape == (5, 6, 10)
+    with pytest.raises(ValueError):
+        noisy(images)
+
+
+def test_conv_encoder_uses_its_extra_input(images):
+    torch.manual_seed(0)
+    encoder = ConvBackbone(channels=4).encoder(Architecture(backbone="conv"), MNIST_SHAPE, 2, extra_dim=3).eval()
+    eps = torch.randn(2, 6, 3)
+    out = encoder(images, eps)
+    assert not torch.allclose(out[0], out[1])
+    # the broadcast result equals running each noise draw separately
+    torch.testing.assert_close(out[1], encoder(images, eps[1]))
+
+
+def test_conv_decoder_gives_flat_logits_over_any_leading_dims():
+    torch.manual_seed(0)
+    decoder = ConvBackbone().decoder(Architecture(backbone="conv"), 8, MNIST_SHAPE)
+    assert decoder(torch.randn(4, 8)).shape == (4, 784)
+    assert decoder(torch.randn(3, 4, 8)).shape == (3, 4, 784)
+    z = torch.randn(3, 4, 8)
+    torch.testing.assert_close(decoder(z)[2], decoder(z[2]))
+
+
+def test_conv_backbone_refuses_non_square_images():
+    with pytest.raises(ConfigError):
+        ConvBackbone().decoder(Architecture(backbone="conv"), 8, (784,))
+
+
+def test_vae_with_conv_backbone_trains(images):
+    torch.manual_seed(0)
+    vae = create_method("vae", {}, data_shape=MNIST_SHAPE, latent_dim=8,
+                        architecture=Architecture(backbone="conv"))
+    assert isinstance(get_backbone("conv"), ConvBackbone)
+    assert_loss_falls(losses_over_steps(vae, images, 10, "model"))
+
+
+@pytest.mark.parametrize("name", sorted(set(list_methods()) - {"vae"}))
+def test_every_method_builds_and_steps_on_the_conv_backbone(images, name):
+    torch.manual_seed(0)
+    method = create_method(name, {}, data_shape=MNIST_SHAPE, latent_dim=4, architecture=Architecture(backbone="conv"))
+    losses = method.update(images[:2])
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert method.sample_posterior(images[:2], 3).shape == (3, 2, 4)

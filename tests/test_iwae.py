@@ -1,0 +1,63 @@
+"""IWAE: the k-sample bound, its k = 1 case, and training."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from helpers import assert_loss_falls, losses_over_steps, train_one_epoch
+from vaebench.methods import create_method
+
+
+def make(name: str, **params) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_method(name, params, data_shape=(8, 8), latent_dim=4)
+
+
+def test_k1_bound_equals_vae_elbo_for_same_networks_and_noise(tiny_batch):
+    vae, iwae = make("vae"), make("iwae", k=1)
+    iwae.load_state_dict(vae.state_dict())
+    torch.manual_seed(1)
+    expected = vae.elbo(tiny_batch, 1)
+    torch.manual_seed(1)
+    actual = iwae.iwae_bound(tiny_batch, 1)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_bound_is_the_log_mean_of_importance_weights(tiny_batch):
+    iwae = make("iwae", k=3)
+    torch.manual_seed(2)
+    bound = iwae.iwae_bound(tiny_batch, 3)
+    torch.manual_seed(2)
+    z = iwae.sample_posterior(tiny_batch, 3)
+    weights = (iwae.log_joint(z, tiny_batch) - iwae.log_q(z, tiny_batch)).double().exp()
+    torch.testing.assert_close(bound.double(), weights.mean(0).log(), rtol=1e-5, atol=1e-5)
+
+
+def test_elbo_stays_the_standard_one_sample_elbo(tiny_batch):
+    iwae = make("iwae", k=7)
+    torch.manual_seed(3)
+    z = iwae.sample_posterior(tiny_batch, 2)
+    expected = (iwae.log_joint(z, tiny_batch) - iwae.log_q(z, tiny_batch)).mean(0)
+    torch.manual_seed(3)
+    torch.testing.assert_close(iwae.elbo(tiny_batch, 2), expected)
+
+
+def test_training_step_uses_k_samples(tiny_batch):
+    iwae = make("iwae", k=5)
+    torch.manual_seed(4)
+    loss = iwae.training_step(tiny_batch)["model"]
+    torch.manual_seed(4)
+    assert math.isclose(loss.item(), -iwae.iwae_bound(tiny_batch, 5).mean().item(), rel_tol=1e-6)
+
+
+def test_loss_falls_on_a_tiny_batch(tiny_batch):
+    assert_loss_falls(losses_over_steps(make("iwae", k=5), tiny_batch, 20, "model"))
+
+
+def test_one_mnist_epoch_is_finite(mnist_500):
+    torch.manual_seed(0)
+    iwae = create_method("iwae", {"k": 5}, data_shape=mnist_500.image_shape, latent_dim=8)
+    (record,) = train_one_epoch(iwae, mnist_500)
+    assert math.isfinite(record["train_model"]) and math.isfinite(record["valid_elbo"])
