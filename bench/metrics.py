@@ -16,6 +16,8 @@ from vaebench.methods.base import bernoulli_log_prob
 
 # Decoder outputs per chunk of importance samples: bounds memory at ~ 4 bytes × this.
 _MAX_ELEMENTS = 1 << 24
+#: below this spread (in any latent dimension) a Gaussian fitted to posterior samples is a point mass
+MIN_FITTED_STD = 1e-4
 
 
 def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -34,11 +36,17 @@ def elbo(method: Method, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
 
 
 class Proposal:
-    """A proposal distribution per example for importance sampling: ``sample(n)`` and ``log_prob(z)``."""
+    """A proposal distribution per example for importance sampling: ``sample(n)`` and ``log_prob(z)``.
 
-    def __init__(self, sample: Callable[[int], torch.Tensor], log_prob: Callable[[torch.Tensor], torch.Tensor]):
+    ``degenerate`` marks examples whose proposal has collapsed to (almost) a point, where
+    importance weights are meaningless: estimates for them are reported as NaN.
+    """
+
+    def __init__(self, sample: Callable[[int], torch.Tensor], log_prob: Callable[[torch.Tensor], torch.Tensor],
+                 degenerate: torch.Tensor | None = None):
         self.sample = sample
         self.log_prob = log_prob
+        self.degenerate = degenerate
 
 
 def fitted_gaussian(method: Method, x: torch.Tensor, n_fit: int = 256, inflate: float = 1.0) -> Proposal:
@@ -48,8 +56,11 @@ def fitted_gaussian(method: Method, x: torch.Tensor, n_fit: int = 256, inflate: 
     stays unbiased for any proposal with full support; ``inflate`` widens it for safety.
     """
     z = method.sample_posterior(x, n_fit)
-    q = torch.distributions.Normal(z.mean(0), z.std(0) * inflate + 1e-6, validate_args=False)
-    return Proposal(lambda n: q.sample((n,)), lambda z: q.log_prob(z).sum(-1))
+    std = z.std(0)
+    q = torch.distributions.Normal(z.mean(0), std * inflate + 1e-6, validate_args=False)
+    # A deterministic encoder gives no spread to fit: such a proposal is no basis for an estimate.
+    degenerate = std.amin(-1) < MIN_FITTED_STD
+    return Proposal(lambda n: q.sample((n,)), lambda z: q.log_prob(z).sum(-1), degenerate)
 
 
 def posterior_proposal(method: Method, x: torch.Tensor) -> Proposal:
@@ -73,7 +84,10 @@ def importance_sampled_log_likelihood(method: Method, x: torch.Tensor, n_samples
         z = proposal.sample(min(chunk, n_samples - start))
         parts.append(method.log_joint(z, x) - proposal.log_prob(z))
     log_w = torch.cat(parts)
-    return torch.logsumexp(log_w, 0) - math.log(n_samples)
+    estimate = torch.logsumexp(log_w, 0) - math.log(n_samples)
+    if proposal.degenerate is not None:
+        estimate = estimate.masked_fill(proposal.degenerate, float("nan"))
+    return estimate
 
 
 def reconstruction_metrics(method: Method, x: torch.Tensor) -> dict[str, torch.Tensor]:

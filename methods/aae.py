@@ -118,10 +118,9 @@ class AAE(Method):
         point mass, whose entropy is −∞, so the ELBO is −∞ for every decoder; a number would be
         meaningless, so this returns NaN per example (tables show it as missing).
 
-        The evaluation's importance-sampled log-likelihood then falls back to a Gaussian fitted
-        to posterior samples, which for a point mass has (near) zero spread: that estimate is a
-        valid but uselessly loose lower bound. Compare likelihoods with ``posterior_noise_std`` > 0
-        or the Gaussian encoder.
+        Importance sampling likewise has no proposal (a Gaussian fitted to a point mass has no
+        spread), so it reports NaN too; AIS, which starts from the prior, still gives the
+        decoder's log-likelihood. Or use ``posterior_noise_std`` > 0 or the Gaussian encoder.
         """
         if self.has_density:
             return super().elbo(x, n_samples)

@@ -42,3 +42,12 @@ def test_importance_sampling_is_at_least_the_elbo_on_average(mnist_small):
     assert log_px > bound + 0.5, (log_px, bound)
     # with one sample, importance sampling is the ELBO estimator itself
     assert abs(one - bound) < 2.0, (one, bound)
+
+
+def test_importance_sampling_refuses_a_point_mass_proposal(mnist_small):
+    from vaebench.methods import create_method
+
+    model = create_method("aae", {}, data_shape=mnist_small.image_shape, latent_dim=4)
+    with torch.no_grad():
+        estimate = importance_sampled_log_likelihood(model, mnist_small.test[:5], n_samples=10)
+    assert torch.isnan(estimate).all()
