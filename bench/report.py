@@ -14,10 +14,12 @@ from .records import load_records
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("log_likelihood_ais", "log p(x) AIS"),
     ("log_likelihood_is", "log p(x) IS"),
+    ("exact_log_likelihood", "log p(x) exact"),
     ("elbo", "ELBO"),
     ("recon_bernoulli_nll", "recon NLL (nats)"),
     ("recon_mse", "recon MSE"),
     ("recon_pixel_error", "pixel error"),
+    ("aggregate_kl", "KL(q(z) ‖ p(z))"),
     ("train_seconds", "train s"),
     ("eval_seconds", "eval s"),
 )
