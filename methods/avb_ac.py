@@ -30,7 +30,9 @@ class AVBACConfig(AVBConfig):
     """AVB's hyperparameters plus ``moment_samples``: posterior draws per example from which μ(x)
     and σ(x) are estimated (all of them also enter the objective, so none is wasted).
     ``min_std``: floor on σ(x), so that z̄ stays finite for a collapsed posterior (the authors'
-    code adds 1e-4 to the variance for the same reason)."""
+    code uses sqrt(var + 1e-4), a floor of 1e-2, for the same reason).
+    The paper's encoder z = z0(x) + Σ_i a_i(x) ⊙ v_i(ε_i) gives μ and σ in closed form; here the
+    encoder is AVB's f(x, ε) and the moments are estimated from samples instead."""
 
     moment_samples: int = 16
     min_std: float = 1e-2
