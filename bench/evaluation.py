@@ -12,6 +12,7 @@ from vaebench.methods import Method
 
 from .config import require
 from .metrics import elbo, importance_sampled_log_likelihood, reconstruction_metrics
+from .quadrature import aggregate_kl, quadrature_log_likelihood
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,14 @@ class EvalConfig:
     ``is_samples``: K for the importance-sampled log-likelihood (0 skips it).
     ``elbo_samples``: Monte Carlo samples per example for the ELBO.
     ``batch_size``: test examples evaluated together.
+    ``quadrature``: for 2-D latent spaces, also the exact log-likelihood by numerical
+    quadrature and the KL of the aggregate posterior to the prior (:mod:`vaebench.quadrature`).
     """
 
     is_samples: int = 1000
     elbo_samples: int = 1
     batch_size: int = 100
+    quadrature: bool = False
 
     def __post_init__(self) -> None:
         require(self.is_samples >= 0, f"is_samples must be non-negative, got {self.is_samples}")
@@ -37,8 +41,9 @@ def evaluate(method: Method, x: torch.Tensor, config: EvalConfig, *, progress: b
              description: str = "evaluate") -> dict[str, float]:
     """Mean and standard error over the examples of ``x`` of each metric, plus timing.
 
-    Keys: ``elbo``, ``log_likelihood_is`` (when ``is_samples`` > 0), ``recon_*``, each with
-    a ``*_sem`` twin, and ``eval_seconds``.
+    Keys: ``elbo``, ``log_likelihood_is`` (when ``is_samples`` > 0), ``exact_log_likelihood``
+    (with ``quadrature``), ``recon_*``, each with a ``*_sem`` twin; with ``quadrature`` also
+    ``aggregate_kl`` (one number for the whole set); and ``eval_seconds``.
     """
     tic = time.perf_counter()
     method.eval()
@@ -50,6 +55,8 @@ def evaluate(method: Method, x: torch.Tensor, config: EvalConfig, *, progress: b
             values = {"elbo": elbo(method, chunk, config.elbo_samples), **reconstruction_metrics(method, chunk)}
             if config.is_samples:
                 values["log_likelihood_is"] = importance_sampled_log_likelihood(method, chunk, config.is_samples)
+            if config.quadrature:
+                values["exact_log_likelihood"] = quadrature_log_likelihood(method, chunk)
             for name, value in values.items():
                 per_example.setdefault(name, []).append(value)
     out: dict[str, float] = {}
@@ -57,5 +64,8 @@ def evaluate(method: Method, x: torch.Tensor, config: EvalConfig, *, progress: b
         values = torch.cat(parts).double()
         out[name] = values.mean().item()
         out[f"{name}_sem"] = (values.std() / len(values) ** 0.5).item() if len(values) > 1 else float("nan")
+    if config.quadrature:
+        with torch.no_grad():
+            out["aggregate_kl"] = aggregate_kl(method, x)
     out["eval_seconds"] = time.perf_counter() - tic
     return out

@@ -15,10 +15,12 @@ from .records import load_records
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("log_likelihood_ais", "log p(x) AIS"),
     ("log_likelihood_is", "log p(x) IS"),
+    ("exact_log_likelihood", "log p(x) exact"),
     ("elbo", "ELBO"),
     ("recon_bernoulli_nll", "recon NLL (nats)"),
     ("recon_mse", "recon MSE"),
     ("recon_pixel_error", "pixel error"),
+    ("aggregate_kl", "KL(q(z) ‖ p(z))"),
     ("train_seconds", "train s"),
     ("eval_seconds", "eval s"),
 )
@@ -50,7 +52,7 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def _format(mean: float, std: float) -> str:
     if pd.isna(mean):
         return ""
-    digits = 4 if abs(mean) < 1 else 2
+    digits = 4 if abs(mean) < 1 else 3 if abs(mean) < 10 else 2
     return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 

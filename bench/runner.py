@@ -29,6 +29,7 @@ from .study import RunConfig, Study, import_plugins
 from .training import train
 
 CHECKPOINTS = "checkpoints"
+FIGURES = "figures"
 
 
 @functools.lru_cache(maxsize=4)
@@ -63,6 +64,12 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto",
         result = train(method, train_data, run.train, seed=run.seed, dynamic_binarization=dynamic,
                        checkpoint_dir=checkpoint_dir, progress=progress, description=cell_id)
         metrics = evaluate(method, train_data.test, run.eval, progress=progress, description=f"eval {cell_id}")
+        if run.eval.quadrature and run.latent_dim == 2:
+            from .figures import plot_toy_posteriors  # matplotlib only where a figure is drawn
+
+            figure = plot_toy_posteriors(method, train_data.test, results_dir / FIGURES / f"{cell_id}.png",
+                                         title=run.label)
+            record["figure"] = str(figure.relative_to(results_dir))
         images = image_summary(method, train_data.test, data.image_shape, seed=run.seed)
         record.update(status="ok", metrics=metrics, history=result.history, images=images,
                       timings={"train_seconds": result.seconds, "eval_seconds": metrics.pop("eval_seconds"),

@@ -23,12 +23,13 @@ from .metrics import batched_mean, elbo
 class TrainConfig:
     """Training budget and loop settings.
 
-    Give the budget as ``epochs`` or as ``steps`` (optimizer steps), not both.
+    Give the budget as ``epochs`` or as ``steps`` (optimizer steps), not both; with neither,
+    it is 10 epochs.
     ``checkpoint_every``: epochs between checkpoints (when the run has a checkpoint folder).
     ``valid_every``: epochs between validation-ELBO evaluations (0 turns them off).
     """
 
-    epochs: int | None = 10
+    epochs: int | None = None
     steps: int | None = None
     batch_size: int = 100
     checkpoint_every: int = 1
@@ -36,7 +37,9 @@ class TrainConfig:
     valid_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        require((self.epochs is None) != (self.steps is None),
+        if self.epochs is None and self.steps is None:
+            object.__setattr__(self, "epochs", 10)  # frozen: the resolved default is part of the config
+        require(self.epochs is None or self.steps is None,
                 "give the training budget as exactly one of epochs or steps")
         budget = self.epochs if self.epochs is not None else self.steps
         require(budget > 0, f"the training budget must be positive, got {budget}")

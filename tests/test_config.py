@@ -45,7 +45,8 @@ def test_from_dict_refuses_bad_input_with_the_key_named(data, message):
 
 
 def test_train_budget_is_exactly_one_of_epochs_or_steps():
-    assert TrainConfig(epochs=None, steps=10).steps == 10
+    assert TrainConfig(steps=10).steps == 10 and TrainConfig(steps=10).epochs is None
+    assert TrainConfig().epochs == 10
     with pytest.raises(ConfigError, match="exactly one"):
         TrainConfig(epochs=2, steps=10)
     with pytest.raises(ConfigError, match="positive"):
