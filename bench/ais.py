@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .metrics import fitted_gaussian
+
 LOG_2PI = math.log(2 * math.pi)
 LogLikelihood = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: a decoder module with ``log_prob(x, z)`` (the suite's decoders), or a callable (z, x) → log p(x|z)
@@ -316,13 +318,12 @@ def bdmc(model: Model, sample_x: Callable[[torch.Tensor], torch.Tensor], latent_
     with _seeded(seed, device), torch.no_grad():
         z = torch.randn(n_examples, latent_dim, device=device)
         x = sample_x(z)
+        initial = initial_fn(x) if initial_fn else None
     settings = dict(n_chains=n_chains, n_steps=n_steps, leapfrog_steps=leapfrog_steps,
-                    schedule=schedule, progress=progress)
+                    schedule=schedule, initial=initial, progress=progress)
     sub = None if seed is None else seed + 1
-    forward = ais_log_likelihood(model, x, latent_dim, seed=sub,
-                                 initial=initial_fn(x) if initial_fn else None, **settings)
-    reverse = reverse_ais_log_likelihood(model, x, z, seed=None if sub is None else sub + 1,
-                                         initial=initial_fn(x) if initial_fn else None, **settings)
+    forward = ais_log_likelihood(model, x, latent_dim, seed=sub, **settings)
+    reverse = reverse_ais_log_likelihood(model, x, z, seed=None if sub is None else sub + 1, **settings)
     return BDMCResult(x=x, z=z, forward=forward, reverse=reverse,
                       lower=forward.log_likelihood, upper=reverse.log_likelihood)
 
@@ -330,3 +331,48 @@ def bdmc(model: Model, sample_x: Callable[[torch.Tensor], torch.Tensor], latent_
 def bernoulli_sampler(decoder: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """x ~ p(x|z) for a decoder with ``mean(z)`` (the suite's Bernoulli decoder)."""
     return lambda z: torch.bernoulli(decoder.mean(z))
+
+
+def ais_metrics(method: nn.Module, x: torch.Tensor, *, n_chains: int, n_steps: int, leapfrog_steps: int,
+                schedule: Schedule, initial: Literal["prior", "fitted"], bdmc_examples: int,
+                batch_size: int, progress: bool = False) -> dict[str, float]:
+    """AIS and BDMC numbers for a run record: means over examples, with ``_sem`` twins.
+
+    ``initial``: ``prior`` starts every method's chains from N(0, I), so the estimate depends
+    on the decoder alone, not on how good the method's encoder is (the default); ``fitted``
+    starts from a Gaussian fitted to the method's posterior samples
+    (:func:`vaebench.metrics.fitted_gaussian`, which also works for implicit posteriors such
+    as AVB's), tighter for the same number of temperatures. BDMC uses the same settings on
+    ``bdmc_examples`` pairs simulated from the model.
+    """
+    def initial_fn(chunk: torch.Tensor) -> Density | None:
+        return fitted_gaussian(method, chunk, inflate=1.2) if initial == "fitted" else None
+
+    settings = dict(n_chains=n_chains, n_steps=n_steps, leapfrog_steps=leapfrog_steps, schedule=schedule,
+                    progress=progress)
+    per_example: dict[str, list[torch.Tensor]] = {}
+    for chunk in x.split(batch_size):
+        with torch.no_grad():
+            start = initial_fn(chunk)
+        r = ais_log_likelihood(method.decoder, chunk, method.latent_dim, initial=start, **settings)
+        for name, value in (("log_likelihood_ais", r.log_likelihood), ("ais_ess", r.ess),
+                            ("ais_acceptance", r.acceptance_rate), ("ais_step_size", r.step_size.mean(0))):
+            per_example.setdefault(name, []).append(value)
+    if bdmc_examples:
+        for start in range(0, bdmc_examples, batch_size):
+            b = bdmc(method.decoder, bernoulli_sampler(method.decoder), method.latent_dim,
+                     min(batch_size, bdmc_examples - start), device=x.device,
+                     initial_fn=initial_fn if initial == "fitted" else None, **settings)
+            for name, value in (("bdmc_lower", b.lower), ("bdmc_upper", b.upper), ("bdmc_gap", b.upper - b.lower)):
+                per_example.setdefault(name, []).append(value)
+    return mean_and_sem(per_example)
+
+
+def mean_and_sem(per_example: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """``name`` → mean over the concatenated per-example values, ``name_sem`` → its standard error."""
+    out: dict[str, float] = {}
+    for name, parts in per_example.items():
+        values = torch.cat(parts).double()
+        out[name] = values.mean().item()
+        out[f"{name}_sem"] = (values.std() / len(values) ** 0.5).item() if len(values) > 1 else float("nan")
+    return out

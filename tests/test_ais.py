@@ -219,3 +219,20 @@ def test_same_seed_same_numbers(bernoulli_2d: nn.Module) -> None:
               seed=12).gap for _ in range(2)]
     assert b[0] == b[1]
     assert torch.equal(state, torch.get_rng_state())  # a seeded run leaves the caller's generator alone
+
+
+# --- wiring into run evaluation ------------------------------------------------------------------
+def test_evaluate_records_ais_and_bdmc_from_eval_table(trained_vae) -> None:
+    from vaebench.config import from_dict
+    from vaebench.evaluation import EvalConfig, evaluate
+
+    method, x = trained_vae
+    config = from_dict(EvalConfig, {"is_samples": 10, "ais_steps": 10, "ais_chains": 2, "ais_leapfrog": 2,
+                                    "ais_examples": 4, "bdmc_examples": 3, "ais_initial": "fitted"})
+    torch.manual_seed(0)
+    metrics = evaluate(method, x, config, progress=False)
+    for key in ("log_likelihood_ais", "ais_ess", "ais_acceptance", "ais_step_size", "bdmc_lower", "bdmc_upper",
+                "bdmc_gap", "bdmc_gap_sem"):
+        assert math.isfinite(metrics[key]), key
+    assert 1 <= metrics["ais_ess"] <= 2 and 0 <= metrics["ais_acceptance"] <= 1
+    assert "log_likelihood_ais" not in evaluate(method, x, EvalConfig(is_samples=0), progress=False)
