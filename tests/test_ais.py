@@ -236,3 +236,22 @@ def test_evaluate_records_ais_and_bdmc_from_eval_table(trained_vae) -> None:
         assert math.isfinite(metrics[key]), key
     assert 1 <= metrics["ais_ess"] <= 2 and 0 <= metrics["ais_acceptance"] <= 1
     assert "log_likelihood_ais" not in evaluate(method, x, EvalConfig(is_samples=0), progress=False)
+
+
+def test_decoder_parameters_take_no_gradients_during_ais(trained_vae) -> None:
+    method, x = trained_vae
+    seen = []
+    original = method.decoder.net.forward
+
+    def spy(z: torch.Tensor) -> torch.Tensor:
+        seen.append(any(p.requires_grad for p in method.decoder.parameters()))
+        return original(z)
+
+    method.decoder.net.forward = spy
+    try:
+        ais_log_likelihood(method.decoder, x[:2], 2, n_chains=2, n_steps=3, leapfrog_steps=2, seed=0)
+    finally:
+        del method.decoder.net.forward
+    assert seen and not any(seen)
+    assert all(p.grad is None for p in method.decoder.parameters())
+    assert all(p.requires_grad for p in method.decoder.parameters())
