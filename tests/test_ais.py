@@ -247,6 +247,7 @@ def test_decoder_parameters_take_no_gradients_during_ais(trained_vae) -> None:
         seen.append(any(p.requires_grad for p in method.decoder.parameters()))
         return original(z)
 
+    method.zero_grad(set_to_none=True)
     method.decoder.net.forward = spy
     try:
         ais_log_likelihood(method.decoder, x[:2], 2, n_chains=2, n_steps=3, leapfrog_steps=2, seed=0)
