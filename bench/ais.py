@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .metrics import fitted_gaussian
+from vaebench.methods.base import BernoulliDecoder
 
 LOG_2PI = math.log(2 * math.pi)
 LogLikelihood = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -193,23 +194,52 @@ class _State:
                       torch.where(m, self.g_lq, other.g_lq))
 
 
-def _evaluator(log_likelihood: LogLikelihood, x: torch.Tensor,
-               initial: Density | _StandardNormal) -> Callable[[torch.Tensor], _State]:
+ValueAndGrad = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _value_and_grad(model: Model) -> ValueAndGrad:
+    """(z, x) → (log p(x|z), ∂/∂z log p(x|z)), both for z of shape (chains, B, Dz).
+
+    For the suite's Bernoulli decoder the gradient at the logits, x − σ(logits), is written out
+    and backpropagated through the network alone: autograd through the log-density would make
+    several more full passes over the (chains·B) × pixels logits per leapfrog step.
+    """
+    if isinstance(model, BernoulliDecoder):
+        def bernoulli(z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.enable_grad():
+                logits = model.logits(z)
+            detached = logits.detach()
+            ll = (x * detached).sum(-1) - nn.functional.softplus(detached).sum(-1)
+            (grad,) = torch.autograd.grad(logits, z, grad_outputs=x - torch.sigmoid(detached))
+            return ll, grad
+        return bernoulli
+
+    log_likelihood = _as_log_likelihood(model)
+
+    def generic(z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            ll = log_likelihood(z, x)
+            (grad,) = torch.autograd.grad(ll.sum(), z)
+        return ll.detach(), grad
+    return generic
+
+
+def _evaluator(model: Model, x: torch.Tensor, initial: Density | _StandardNormal) -> Callable[[torch.Tensor], _State]:
     prior_start = isinstance(initial, _StandardNormal)
+    value_and_grad = _value_and_grad(model)
 
     def evaluate(z: torch.Tensor) -> _State:
         z = z.detach().requires_grad_(True)
-        with torch.enable_grad():
-            ll = log_likelihood(z, x)
-            (g_ll,) = torch.autograd.grad(ll.sum(), z)
-            if prior_start:
-                lq, g_lq = _StandardNormal.log_prob(z), -z
-            else:
+        ll, g_ll = value_and_grad(z, x)
+        if prior_start:
+            lq, g_lq = _StandardNormal.log_prob(z.detach()), -z.detach()
+        else:
+            with torch.enable_grad():
                 lq = initial.log_prob(z)
                 (g_lq,) = torch.autograd.grad(lq.sum(), z)
         # A non-finite density (an overflowing decoder far out in z) must never be accepted.
-        ll = torch.nan_to_num(ll.detach(), nan=-math.inf)
-        return _State(z.detach(), ll, torch.nan_to_num(g_ll), lq.detach(), torch.nan_to_num(g_lq.detach()))
+        ll = torch.nan_to_num(ll, nan=-math.inf)
+        return _State(z.detach(), ll, torch.nan_to_num(g_ll), lq.detach(), torch.nan_to_num(g_lq))
 
     return evaluate
 
@@ -235,11 +265,11 @@ def _hmc(state: _State, beta: float, step: torch.Tensor, leapfrog_steps: int,
     return new.where(accept, state), accept, log_ratio.clamp(max=0).exp()
 
 
-def _anneal(log_likelihood: LogLikelihood, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor,
+def _anneal(model: Model, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor,
             initial: Density | _StandardNormal, leapfrog_steps: int, progress: bool,
             description: str) -> AISResult:
     """Run AIS along ``betas`` (increasing: forward, decreasing: reverse) from ``z0`` (chains, B, Dz)."""
-    evaluate = _evaluator(log_likelihood, x, initial)
+    evaluate = _evaluator(model, x, initial)
     chains, batch = z0.shape[:2]
     state = evaluate(z0)
     # Weights in float64: T small increments of O(100) nats each would lose digits in float32.
@@ -259,7 +289,8 @@ def _anneal(log_likelihood: LogLikelihood, x: torch.Tensor, z0: torch.Tensor, be
             break  # the transition at the final temperature would not change any weight
         state, acc, prob = _hmc(state, betas_list[t], step, leapfrog_steps, evaluate)
         accepted += acc.double().mean(0)
-        step = (step * torch.exp(ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))).clamp(*STEP_SIZE_RANGE)
+        step = step * torch.exp(ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))
+        step = step.clamp(*STEP_SIZE_RANGE)
     w = torch.softmax(log_w, 0)
     return AISResult(
         log_likelihood=torch.logsumexp(log_w, 0) - math.log(chains),
@@ -287,7 +318,7 @@ def ais_log_likelihood(model: Model, x: torch.Tensor, latent_dim: int, *,
     start = initial if initial is not None else _StandardNormal((x.shape[0], latent_dim), x.device, x.dtype)
     with _seeded(seed, x.device), _frozen(model), torch.no_grad():
         z0 = start.sample(n_chains).detach()
-        return _anneal(_as_log_likelihood(model), x, z0, beta_schedule(n_steps, schedule), start, leapfrog_steps,
+        return _anneal(model, x, z0, beta_schedule(n_steps, schedule), start, leapfrog_steps,
                        progress, "AIS")
 
 
@@ -304,7 +335,7 @@ def reverse_ais_log_likelihood(model: Model, x: torch.Tensor, z: torch.Tensor, *
     start = initial if initial is not None else _StandardNormal(tuple(z.shape), z.device, z.dtype)
     with _seeded(seed, x.device), _frozen(model), torch.no_grad():
         z0 = z.detach().unsqueeze(0).expand(n_chains, *z.shape).contiguous()
-        result = _anneal(_as_log_likelihood(model), x, z0, beta_schedule(n_steps, schedule).flip(0), start,
+        result = _anneal(model, x, z0, beta_schedule(n_steps, schedule).flip(0), start,
                          leapfrog_steps, progress, "reverse AIS")
     result.log_likelihood = -(torch.logsumexp(result.log_weights, 0) - math.log(n_chains))
     return result
@@ -364,9 +395,9 @@ def ais_metrics(method: nn.Module, x: torch.Tensor, *, n_chains: int, n_steps: i
                             ("ais_acceptance", r.acceptance_rate), ("ais_step_size", r.step_size)):
             per_example.setdefault(name, []).append(value)
     if bdmc_examples:
-        for start in range(0, bdmc_examples, batch_size):
+        for offset in range(0, bdmc_examples, batch_size):
             b = bdmc(method.decoder, bernoulli_sampler(method.decoder), method.latent_dim,
-                     min(batch_size, bdmc_examples - start), device=x.device,
+                     min(batch_size, bdmc_examples - offset), device=x.device,
                      initial_fn=initial_fn if initial == "fitted" else None, **settings)
             for name, value in (("bdmc_lower", b.lower), ("bdmc_upper", b.upper), ("bdmc_gap", b.upper - b.lower)):
                 per_example.setdefault(name, []).append(value)
