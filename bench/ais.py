@@ -276,7 +276,7 @@ def _anneal(model: Model, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor
     log_w = torch.zeros(chains, batch, dtype=torch.float64, device=z0.device)
     # One step size per example, shared by its chains and adapted from their mean acceptance.
     # Per-chain step sizes adapted from each chain's own acceptances make a chain's kernel depend
-    # on its own past, which breaks invariance: on the linear-Gaussian test model that biased
+    # on its own past, which breaks invariance: on a 5-D linear-Gaussian model that biased
     # log p(x) upward by ~0.15 nats at 1,000 temperatures, growing with T. Shared over 16 chains,
     # the dependence on any one chain is weak and no bias was measurable.
     step = torch.full((1, batch), INITIAL_STEP_SIZE, dtype=z0.dtype, device=z0.device)
