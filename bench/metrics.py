@@ -30,6 +30,16 @@ def batched_mean(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, ba
     return batched(fn, x, batch_size).mean().item()
 
 
+def mean_and_sem(per_example: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """``name`` → mean over the concatenated per-example values, ``name_sem`` → its standard error."""
+    out: dict[str, float] = {}
+    for name, parts in per_example.items():
+        values = torch.cat(parts).double()
+        out[name] = values.mean().item()
+        out[f"{name}_sem"] = (values.std() / len(values) ** 0.5).item() if len(values) > 1 else float("nan")
+    return out
+
+
 def elbo(method: Method, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
     """The method's own ELBO estimate per example (for AVB, E_q[log p(x|z) − T(x, z)])."""
     return method.elbo(x, n_samples)

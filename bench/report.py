@@ -14,6 +14,7 @@ from .records import load_records
 #: (record key, table heading), in the order the table shows them
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("log_likelihood_ais", "log p(x) AIS"),
+    ("bdmc_gap", "BDMC gap"),
     ("log_likelihood_is", "log p(x) IS"),
     ("exact_log_likelihood", "log p(x) exact"),
     ("elbo", "ELBO"),

@@ -1,0 +1,86 @@
+"""AIS throughput on the suite's MLP decoder against this machine's own matmul throughput.
+
+Run: ``python -m vaebench.benchmarks.ais_throughput [--steps T] [--latent-dim D]``.
+16 chains × 100 MNIST test images run as one batch of 1,600 rows. The FLOP count is the
+decoder's matmuls: forward plus the input-gradient backward (decoder parameters are frozen
+during AIS, so no weight-gradient matmuls happen), 4 · Σ in·out per row and evaluation.
+The reference is torch.mm on exactly those layer shapes, timed in the same process with
+the same thread count, so the ratio is a fair "fraction of achievable matmul speed".
+Not a test: the numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from vaebench.ais import ais_log_likelihood
+from vaebench.backbones import Architecture
+from vaebench.datasets import DataConfig, load_dataset
+from vaebench.methods import create_method
+
+
+def decoder_flops_per_row(decoder: nn.Module) -> int:
+    """Matmul FLOPs of one log-likelihood-and-z-gradient evaluation for one row."""
+    return sum(4 * m.in_features * m.out_features for m in decoder.modules() if isinstance(m, nn.Linear))
+
+
+def matmul_gflops(decoder: nn.Module, rows: int, repeats: int = 20) -> float:
+    """GFLOP/s of torch.mm on the decoder's forward and input-gradient shapes, at ``rows`` rows."""
+    layers = [m for m in decoder.modules() if isinstance(m, nn.Linear)]
+    fwd = [(torch.randn(rows, m.in_features), m.weight.detach().T.contiguous()) for m in layers]
+    bwd = [(torch.randn(rows, m.out_features), m.weight.detach().contiguous()) for m in layers]
+    pairs = fwd + bwd
+    for a, b in pairs:  # warm-up
+        torch.mm(a, b)
+    tic = time.perf_counter()
+    for _ in range(repeats):
+        for a, b in pairs:
+            torch.mm(a, b)
+    seconds = time.perf_counter() - tic
+    flops = repeats * sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
+    return flops / seconds / 1e9
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=50, help="AIS temperatures")
+    parser.add_argument("--leapfrog", type=int, default=10)
+    parser.add_argument("--chains", type=int, default=16)
+    parser.add_argument("--examples", type=int, default=100)
+    parser.add_argument("--latent-dim", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    data = load_dataset("mnist", DataConfig(train_subset=1, valid_subset=1, test_subset=args.examples))
+    method = create_method("vae", None, data_shape=data.image_shape, latent_dim=args.latent_dim,
+                           architecture=Architecture())
+    method.eval()
+    x = data.test
+    rows = args.chains * len(x)
+    # The machine may be shared: the matmul reference is measured right before and right after
+    # the AIS run and averaged, so both see the same load on average.
+    mm_before = matmul_gflops(method.decoder.net, rows)
+    # Warm-up run (allocator, kernels), then the timed run.
+    ais_log_likelihood(method.decoder, x, args.latent_dim, n_chains=args.chains, n_steps=3,
+                       leapfrog_steps=args.leapfrog, seed=0)
+    tic = time.perf_counter()
+    result = ais_log_likelihood(method.decoder, x, args.latent_dim, n_chains=args.chains, n_steps=args.steps,
+                                leapfrog_steps=args.leapfrog, seed=0, progress=True)
+    seconds = time.perf_counter() - tic
+    ais_gflops = result.evaluations * rows * decoder_flops_per_row(method.decoder.net) / seconds / 1e9
+    mm_after = matmul_gflops(method.decoder.net, rows)
+    mm_gflops = (mm_before + mm_after) / 2
+    out = {"threads": torch.get_num_threads(), "temperatures": args.steps, "leapfrog": args.leapfrog,
+           "rows": rows, "seconds": seconds, "examples_per_s": len(x) / seconds,
+           "ais_gflops": ais_gflops, "matmul_gflops_before": mm_before,
+           "matmul_gflops_after": mm_after, "matmul_gflops": mm_gflops, "ratio": ais_gflops / mm_gflops}
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in out.items()))
+    return out
+
+
+if __name__ == "__main__":
+    main()
