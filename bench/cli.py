@@ -10,7 +10,7 @@ from .errors import VaebenchError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import write_report, write_study_file
     from .runner import Execution, finished, run_study
     from .study import load_study
 
@@ -28,12 +28,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(cells)} cells → {out} ({jobs} jobs × {threads} threads, {execution.backend})")
         return 0
     print(f"study {study.name}: {len(cells)} cells → {out}")
+    write_study_file(out, study, " ".join(["vaebench", "run", args.study] + (["--out", args.out] if args.out else [])))
     records = run_study(study, out, device=args.device, force=args.force, progress=not args.no_progress,
                         execution=execution)
     failed = [r["cell_id"] for r in records if r["status"] != "ok"]
     if len(failed) < len(records):
-        command = " ".join(["vaebench", "run", args.study] + (["--out", args.out] if args.out else []))
-        paths = write_report(out, command=command)
+        paths = write_report(out)
         print(f"report: {paths['readme']} (table: {paths['md']})")
     if failed:
         print(f"{len(failed)} of {len(records)} cells failed: {', '.join(failed)}", file=sys.stderr)

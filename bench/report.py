@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
+from .config import to_dict
 from .errors import VaebenchError
 from .records import load_records
+from .study import Study
 
 #: (record key, table heading), in the order the table shows them
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -90,10 +93,22 @@ def write_table(results_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def write_report(results_dir: Path, command: str | None = None) -> dict[str, Path]:
+STUDY_FILE = "study.json"
+
+
+def write_study_file(results_dir: Path, study: Study, command: str) -> Path:
+    """Record which study and which command produced a results folder (read by :func:`write_report`)."""
+    path = Path(results_dir) / STUDY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"command": command, "study": to_dict(study)}, indent=2) + "\n")
+    return path
+
+
+def write_report(results_dir: Path) -> dict[str, Path]:
     """Tables, figures and a README that embeds them, for the records under ``results_dir``.
 
-    ``command`` is the command that produced the records, named in the README.
+    The README names the study's description and the command that produced the records
+    when the folder has a ``study.json`` (written by ``vaebench run``).
     """
     from . import figures  # matplotlib is imported only when figures are drawn
 
@@ -110,10 +125,15 @@ def write_report(results_dir: Path, command: str | None = None) -> dict[str, Pat
     drawn = [p for p in drawn if p is not None]
     drawn += sorted(p for p in fig_dir.glob("*.png") if p not in drawn)  # e.g. the toy posteriors
     failed = [r for r in records if r.get("status") != "ok"]
-    lines = [f"# Results: {results_dir.name}", ""]
-    if command:
-        lines += [f"Produced by `{command}`; regenerate this report from the records with "
-                  f"`vaebench report {results_dir}`.", ""]
+    study_path = results_dir / STUDY_FILE
+    about = json.loads(study_path.read_text()) if study_path.exists() else {}
+    study = about.get("study", {})
+    lines = [f"# Results: {study.get('name', results_dir.name)}", ""]
+    if study.get("description"):
+        lines += [study["description"].strip(), ""]
+    if about.get("command"):
+        lines += [f"Produced by `{about['command']}`; `vaebench report {results_dir}` regenerates this "
+                  "report from the records alone.", ""]
     lines += [f"{len(records) - len(failed)} finished cells"
               + (f", {len(failed)} failed ({', '.join(r['cell_id'] for r in failed)})" if failed else "")
               + ". Mean ± standard deviation over seeds; log-likelihoods and ELBO in nats per test "

@@ -68,7 +68,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class Study:
-    """A parsed, validated study file."""
+    """A parsed, validated study file. ``description`` is shown at the top of its report."""
 
     name: str
     methods: tuple[MethodSpec, ...]
@@ -81,6 +81,7 @@ class Study:
     eval: EvalConfig = EvalConfig()
     #: modules imported before the study runs (in every worker too): methods or data sets of your own
     plugins: tuple[str, ...] = ()
+    description: str = ""
 
     def cells(self) -> list[RunConfig]:
         """The study's matrix, in a stable order: dataset, latent size, method, seed."""
