@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except VaebenchError as exc:
         print(f"vaebench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
