@@ -28,12 +28,14 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def log_likelihood_plot(frame: pd.DataFrame, path: Path) -> Path | None:
-    """Test log-likelihood per method (AIS where present, else importance sampling), 95% CI over seeds."""
-    metric = next((m for m in ("log_likelihood_ais", "log_likelihood_is") if m in frame and frame[m].notna().any()),
-                  None)
+    """Test log-likelihood per method, 95% CI over seeds: exact (quadrature) where present, else AIS,
+    else importance sampling."""
+    labels = {"exact_log_likelihood": "log p(x), exact", "log_likelihood_ais": "log p(x), AIS",
+              "log_likelihood_is": "log p(x), importance sampling"}
+    metric = next((m for m in labels if m in frame and frame[m].notna().any()), None)
     if metric is None:
         return None
-    label = {"log_likelihood_ais": "log p(x), AIS", "log_likelihood_is": "log p(x), importance sampling"}[metric]
+    label = labels[metric]
     grid = sns.catplot(data=frame, x="method", y=metric, hue="latent_dim", col="dataset", kind="point",
                        errorbar=("ci", 95), dodge=0.3 if frame["latent_dim"].nunique() > 1 else False, linestyle="none", sharey=False, height=3.5, aspect=1.4)
     grid.set_axis_labels("", f"{label} (nats, higher is better)")
