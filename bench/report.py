@@ -79,21 +79,32 @@ def latex_table(summary: pd.DataFrame) -> str:
     return tabulate(shown, headers="keys", tablefmt="latex_booktabs", showindex=False, disable_numparse=True)
 
 
+STUDY_FILE = "study.json"
+
+
+def _study_info(results_dir: Path) -> dict[str, Any]:
+    """What ``vaebench run`` recorded about the study in ``study.json`` ({} when absent)."""
+    path = Path(results_dir) / STUDY_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_table(results_dir: Path) -> dict[str, Path]:
     """Write ``table.md``, ``table.csv`` and ``table.tex`` for the records under ``results_dir``."""
     results_dir = Path(results_dir)
     frame = records_frame(load_records(results_dir))
     if frame.empty:
         raise VaebenchError(f"no finished run records under {results_dir / 'records'}")
+    # rows in the study's method order where it is known, else alphabetical
+    rank = {m["label"]: i for i, m in enumerate(_study_info(results_dir).get("study", {}).get("methods", []))}
+    frame = frame.sort_values(
+        list(KEYS), kind="stable",
+        key=lambda col: col.map(lambda v: (rank.get(v, len(rank)), v)) if col.name == "method" else col)
     summary = summary_frame(frame)
     paths = {"md": results_dir / "table.md", "csv": results_dir / "table.csv", "tex": results_dir / "table.tex"}
     paths["md"].write_text(markdown_table(summary) + "\n")
     summary.to_csv(paths["csv"], index=False)
     paths["tex"].write_text(latex_table(summary) + "\n")
     return paths
-
-
-STUDY_FILE = "study.json"
 
 
 def write_study_file(results_dir: Path, study: Study, command: str) -> Path:
@@ -125,8 +136,7 @@ def write_report(results_dir: Path) -> dict[str, Path]:
     drawn = [p for p in drawn if p is not None]
     drawn += sorted(p for p in fig_dir.glob("*.png") if p not in drawn)  # e.g. the toy posteriors
     failed = [r for r in records if r.get("status") != "ok"]
-    study_path = results_dir / STUDY_FILE
-    about = json.loads(study_path.read_text()) if study_path.exists() else {}
+    about = _study_info(results_dir)
     study = about.get("study", {})
     lines = [f"# Results: {study.get('name', results_dir.name)}", ""]
     if study.get("description"):
