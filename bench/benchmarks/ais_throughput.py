@@ -22,27 +22,7 @@ from vaebench.backbones import Architecture
 from vaebench.datasets import DataConfig, load_dataset
 from vaebench.methods import create_method
 
-
-def decoder_flops_per_row(decoder: nn.Module) -> int:
-    """Matmul FLOPs of one log-likelihood-and-z-gradient evaluation for one row."""
-    return sum(4 * m.in_features * m.out_features for m in decoder.modules() if isinstance(m, nn.Linear))
-
-
-def matmul_gflops(decoder: nn.Module, rows: int, repeats: int = 20) -> float:
-    """GFLOP/s of torch.mm on the decoder's forward and input-gradient shapes, at ``rows`` rows."""
-    layers = [m for m in decoder.modules() if isinstance(m, nn.Linear)]
-    fwd = [(torch.randn(rows, m.in_features), m.weight.detach().T.contiguous()) for m in layers]
-    bwd = [(torch.randn(rows, m.out_features), m.weight.detach().contiguous()) for m in layers]
-    pairs = fwd + bwd
-    for a, b in pairs:  # warm-up
-        torch.mm(a, b)
-    tic = time.perf_counter()
-    for _ in range(repeats):
-        for a, b in pairs:
-            torch.mm(a, b)
-    seconds = time.perf_counter() - tic
-    flops = repeats * sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
-    return flops / seconds / 1e9
+from .matmul import layer_matmul_gflops, linear_flops
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -63,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rows = args.chains * len(x)
     # The machine may be shared: the matmul reference is measured right before and right after
     # the AIS run and averaged, so both see the same load on average.
-    mm_before = matmul_gflops(method.decoder.net, rows)
+    mm_before = layer_matmul_gflops(method.decoder.net, rows)
     # Warm-up run (allocator, kernels), then the timed run.
     ais_log_likelihood(method.decoder, x, args.latent_dim, n_chains=args.chains, n_steps=3,
                        leapfrog_steps=args.leapfrog, seed=0)
@@ -71,8 +51,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     result = ais_log_likelihood(method.decoder, x, args.latent_dim, n_chains=args.chains, n_steps=args.steps,
                                 leapfrog_steps=args.leapfrog, seed=0, progress=True)
     seconds = time.perf_counter() - tic
-    ais_gflops = result.evaluations * rows * decoder_flops_per_row(method.decoder.net) / seconds / 1e9
-    mm_after = matmul_gflops(method.decoder.net, rows)
+    # forward plus the input-gradient backward: twice the forward matmul FLOPs per evaluation
+    ais_gflops = result.evaluations * rows * 2 * linear_flops(method.decoder.net, 1) / seconds / 1e9
+    mm_after = layer_matmul_gflops(method.decoder.net, rows)
     mm_gflops = (mm_before + mm_after) / 2
     out = {"threads": torch.get_num_threads(), "temperatures": args.steps, "leapfrog": args.leapfrog,
            "rows": rows, "seconds": seconds, "examples_per_s": len(x) / seconds,
