@@ -15,7 +15,6 @@ import argparse
 import time
 
 import torch
-from torch import nn
 
 from vaebench.ais import ais_log_likelihood
 from vaebench.backbones import Architecture
