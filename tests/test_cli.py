@@ -9,7 +9,7 @@ from vaebench.records import load_records
 
 STUDY = """
 name = "tiny"
-methods = ["vae", {name = "vae", label = "vae-mc", analytic_kl = false}]
+methods = [{name = "vae", label = "vae-mc", analytic_kl = false}, "vae"]
 datasets = ["mnist"]
 latent_dims = [4]
 seeds = [0, 1]
@@ -55,6 +55,7 @@ def test_run_writes_records_and_a_table_then_skips_finished_cells(study, tmp_pat
     assert "\\toprule" in (out / "table.tex").read_text()
     table = (out / "table.md").read_text()
     assert "| vae " in table and "| vae-mc " in table and "± " in table
+    assert table.index("| vae-mc ") < table.index("| vae ")  # the study's order, not alphabetical
     assert (out / "table.csv").exists()
     capsys.readouterr()
 
