@@ -284,7 +284,7 @@ def _anneal(model: Model, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor
     accepted = torch.zeros(batch, dtype=torch.float64, device=z0.device)
     betas_list = betas.tolist()
     n_transitions = len(betas_list) - 2
-    for t in tqdm(range(1, len(betas_list)), desc=description, disable=not progress, leave=False):
+    for t in tqdm(range(1, len(betas_list)), desc=description, disable=None if progress else True, leave=False):
         log_w += (betas_list[t] - betas_list[t - 1]) * state.h().double()
         if t == len(betas_list) - 1:
             break  # the transition at the final temperature would not change any weight
