@@ -11,7 +11,7 @@ from .errors import VaebenchError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .report import write_report, write_study_file
-    from .runner import Execution, finished, run_study
+    from .runner import Execution, finished_record, run_study
     from .study import load_study
 
     study = load_study(args.study)
@@ -20,7 +20,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cells = study.cells()
     if args.dry_run:
         for run in cells:
-            action = "recompute" if args.force else ("skip (finished)" if finished(out, run) else "run")
+            action = "recompute" if args.force else ("skip (finished)" if finished_record(out, run) else "run")
             budget = f"{run.train.epochs} epochs" if run.train.epochs else f"{run.train.steps} steps"
             print(f"{run.cell_id}  {action}: {run.method} on {run.dataset}, latent {run.latent_dim}, "
                   f"seed {run.seed}, {budget} of batch {run.train.batch_size}")

@@ -36,8 +36,10 @@ def log_likelihood_plot(frame: pd.DataFrame, path: Path) -> Path | None:
     if metric is None:
         return None
     label = labels[metric]
+    # seaborn divides the dodge among hue levels - 1: with one latent size there is nothing to dodge
+    dodge = 0.3 if frame["latent_dim"].nunique() > 1 else False
     grid = sns.catplot(data=frame, x="method", y=metric, hue="latent_dim", col="dataset", kind="point",
-                       errorbar=("ci", 95), dodge=0.3 if frame["latent_dim"].nunique() > 1 else False, linestyle="none", sharey=False, height=3.5, aspect=1.4)
+                       errorbar=("ci", 95), dodge=dodge, linestyle="none", sharey=False, height=3.5, aspect=1.4)
     grid.set_axis_labels("", f"{label} (nats, higher is better)")
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", rotation=30)

@@ -88,9 +88,9 @@ def _study_info(results_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def ordered_frame(results_dir: Path) -> pd.DataFrame:
-    """:func:`records_frame` of a results folder, methods in the study's order where it is known."""
-    frame = records_frame(load_records(results_dir))
+def ordered_frame(records: list[dict[str, Any]], results_dir: Path) -> pd.DataFrame:
+    """:func:`records_frame`, methods in the study's order where ``results_dir`` records it."""
+    frame = records_frame(records)
     if frame.empty:
         raise VaebenchError(f"no finished run records under {Path(results_dir) / 'records'}")
     rank = {m["label"]: i for i, m in enumerate(_study_info(results_dir).get("study", {}).get("methods", []))}
@@ -99,10 +99,13 @@ def ordered_frame(results_dir: Path) -> pd.DataFrame:
         key=lambda col: col.map(lambda v: (rank.get(v, len(rank)), v)) if col.name == "method" else col)
 
 
-def write_table(results_dir: Path) -> dict[str, Path]:
-    """Write ``table.md``, ``table.csv`` and ``table.tex`` for the records under ``results_dir``."""
+def write_table(results_dir: Path, frame: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write ``table.md``, ``table.csv`` and ``table.tex`` for the records under ``results_dir``
+    (or for ``frame``, an :func:`ordered_frame` of them already loaded)."""
     results_dir = Path(results_dir)
-    summary = summary_frame(ordered_frame(results_dir))
+    if frame is None:
+        frame = ordered_frame(load_records(results_dir), results_dir)
+    summary = summary_frame(frame)
     paths = {"md": results_dir / "table.md", "csv": results_dir / "table.csv", "tex": results_dir / "table.tex"}
     paths["md"].write_text(markdown_table(summary) + "\n")
     summary.to_csv(paths["csv"], index=False)
@@ -127,11 +130,12 @@ def write_report(results_dir: Path) -> dict[str, Path]:
     from . import figures  # matplotlib is imported only when figures are drawn
 
     results_dir = Path(results_dir)
-    paths = write_table(results_dir)
     records = load_records(results_dir)
+    frame = ordered_frame(records, results_dir)
+    paths = write_table(results_dir, frame)
     fig_dir = results_dir / "figures"
     drawn = [
-        figures.log_likelihood_plot(ordered_frame(results_dir), fig_dir / "log_likelihood.png"),
+        figures.log_likelihood_plot(frame, fig_dir / "log_likelihood.png"),
         figures.training_curves(records, fig_dir / "training_curves.png"),
         *figures.image_grids(records, fig_dir / "samples.png", fig_dir / "reconstructions.png"),
     ]

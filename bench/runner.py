@@ -83,10 +83,10 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto",
     return record
 
 
-def finished(results_dir: Path, run: RunConfig) -> bool:
-    """Whether ``run`` has a valid record with status ok (a corrupt record does not count)."""
+def finished_record(results_dir: Path, run: RunConfig) -> dict[str, Any] | None:
+    """``run``'s record if it is valid and has status ok, else None (a corrupt record does not count)."""
     record = read_record(record_path(results_dir, run.cell_id))
-    return record is not None and record.get("status") == "ok"
+    return record if record is not None and record.get("status") == "ok" else None
 
 
 def _run_in_worker(run: RunConfig, results_dir: Path, device: str | None, threads: int,
@@ -147,10 +147,11 @@ def run_study(study: Study, results_dir: Path, *, device: str | None = "auto", f
     records: dict[str, dict[str, Any]] = {}
     todo = []
     for run in cells:
-        if not force and finished(results_dir, run):
-            records[run.cell_id] = read_record(record_path(results_dir, run.cell_id))
-        else:
+        record = None if force else finished_record(results_dir, run)
+        if record is None:
             todo.append(run)
+        else:
+            records[run.cell_id] = record
     if len(todo) < len(cells):
         echo(f"skipping {len(cells) - len(todo)} finished cells (--force recomputes them)")
     jobs, threads = execution.plan()
