@@ -7,7 +7,7 @@ file with an ``@register("name")`` class: nothing else needs editing.
 import importlib
 import pkgutil
 
-from .base import BernoulliDecoder, GaussianEncoder, Method, MethodConfig, StandardNormal
+from .base import BernoulliDecoder, GaussianEncoder, Method, MethodConfig, PosteriorDraws, StandardNormal
 from .registry import METHODS, create_method, list_methods, method_config, register
 
 for _module in pkgutil.iter_modules(__path__):
@@ -15,6 +15,6 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "BernoulliDecoder", "GaussianEncoder", "METHODS", "Method", "MethodConfig", "StandardNormal",
+    "BernoulliDecoder", "GaussianEncoder", "METHODS", "Method", "MethodConfig", "PosteriorDraws", "StandardNormal",
     "create_method", "list_methods", "method_config", "register",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -80,6 +80,14 @@ def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (x * logits - nn.functional.softplus(logits)).sum(-1)
 
 
+class PosteriorDraws(NamedTuple):
+    """Draws z ~ q(z|x), shape (n, batch, latent_dim), with log q(z|x) of shape (n, batch)
+    where the posterior has a density (None for implicit posteriors such as AVB's)."""
+
+    z: torch.Tensor
+    log_q: torch.Tensor | None
+
+
 class Method(nn.Module):
     """Base class of all registered methods.
 
@@ -121,6 +129,20 @@ class Method(nn.Module):
     def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scalar losses to minimise, one per name in :meth:`param_groups`; other keys are logged only."""
         raise NotImplementedError
+
+    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
+        """The one posterior protocol every estimator uses: n draws with their log q(z|x).
+
+        Methods that get log q for free while sampling (IAF) override this; the default
+        samples, then evaluates :meth:`log_q` where a density exists.
+        """
+        z = self.sample_posterior(x, n)
+        return PosteriorDraws(z, self.log_q(z, x) if self.has_density else None)
+
+    def diagnostics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Method-specific per-example numbers for the record (shape (batch,) each), e.g. an
+        adversary's KL estimate; evaluation stores them beside the metrics. Default: none."""
+        return {}
 
     # --- optimisation ----------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from vaebench.config import require
 
-from .base import LOG_2PI, Method, MethodConfig
+from .base import LOG_2PI, Method, MethodConfig, PosteriorDraws
 from .registry import register
 
 
@@ -115,7 +115,6 @@ class IAF(Method):
                     config.gate_bias)
             for t in range(config.flows)
         ])
-        self._last_sample: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def base(self, x: torch.Tensor) -> tuple[torch.distributions.Independent, torch.Tensor]:
         """The base Gaussian N(μ(x), σ(x)²) and the context h(x)."""
@@ -141,16 +140,13 @@ class IAF(Method):
         return z, q0.log_prob(z0) - log_det
 
     def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        z, log_q = self.sample_with_log_q(x, n)
-        # remembered so that log_q of these very samples (importance sampling) costs nothing;
-        # the version counter guards against in-place changes to z
-        self._last_sample = (z, z._version, log_q)
-        return z
+        return self.sample_with_log_q(x, n)[0]
+
+    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
+        # log q comes with the forward pass: no inverse pass through the flow is needed
+        return PosteriorDraws(*self.sample_with_log_q(x, n))
 
     def log_q(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        cached = self._last_sample
-        if cached is not None and cached[0] is z and cached[1] == z._version:
-            return cached[2]
         q0, h = self.base(x)
         log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
         for step in reversed(self.steps):
