@@ -1,13 +1,22 @@
-"""Running cells: train, evaluate, and write one record per cell."""
+"""Running cells: train (or resume), evaluate, and write one record per cell.
+
+A cell's training identity (:attr:`RunConfig.train_id`) names its checkpoint and record;
+its evaluation settings have an id of their own (:attr:`RunConfig.eval_id`), so changing
+them re-evaluates the final checkpoint instead of training again. A results folder is
+locked while a study runs in it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
+import hashlib
 import os
+import shutil
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,17 +28,19 @@ from tqdm.auto import tqdm
 from vaebench.datasets import DataConfig, DataSplits, load_dataset
 from vaebench.methods import Method, create_method
 
-from .checkpoint import save_config
+from .checkpoint import CHECKPOINT, load_checkpoint, save_config
 from .config import require
 from .device import resolve_device, seed_everything
+from .errors import ConfigError
 from .evaluation import evaluate
 from .images import image_summary
-from .records import environment, read_record, record_path, write_record
+from .records import device_description, environment, now, read_record, record_path, write_record, write_values
 from .study import RunConfig, Study, import_plugins
 from .training import train
 
 CHECKPOINTS = "checkpoints"
 FIGURES = "figures"
+LOCK = ".lock"
 
 
 @functools.lru_cache(maxsize=4)
@@ -42,60 +53,122 @@ def build_method(run: RunConfig, data: DataSplits) -> Method:
                          latent_dim=run.latent_dim, architecture=run.architecture)
 
 
-def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto",
-             progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate one cell and write its record; a failure is recorded, not raised."""
-    results_dir = Path(results_dir)
-    cell_id = run.cell_id
-    dev = resolve_device(device)
-    record: dict[str, Any] = {"cell_id": cell_id, "config": run.to_dict(), "device": str(dev),
-                              "environment": environment()}
-    checkpoint_dir = results_dir / CHECKPOINTS / cell_id
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    save_config(checkpoint_dir, run.to_dict())
-    tic = time.perf_counter()
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _usable_checkpoint(checkpoint_dir: Path) -> str | None:
+    """Set aside a checkpoint that cannot be loaded (so that it never blocks its cell); say so."""
+    path = checkpoint_dir / CHECKPOINT
+    if not path.exists():
+        return None
     try:
+        load_checkpoint(checkpoint_dir)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside, whatever the cause
+        path.replace(path.with_name(f"{CHECKPOINT}.corrupt"))
+        return f"unreadable checkpoint set aside as {CHECKPOINT}.corrupt ({type(exc).__name__}); trained afresh"
+    return None
+
+
+def _provenance(device: torch.device | None) -> dict[str, Any]:
+    return {**environment(), "device": device_description(device) if device is not None else None,
+            "threads": torch.get_num_threads(), "started_at": now()}
+
+
+def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", progress: bool = True,
+             retrain: bool = False) -> dict[str, Any]:
+    """Train (or resume) and evaluate one cell, then write its record; a failure is recorded, not raised.
+
+    ``retrain`` discards the cell's checkpoint first. Without it a finished checkpoint is
+    evaluated as it is, so a changed evaluation never trains again.
+    """
+    results_dir = Path(results_dir)
+    record: dict[str, Any] = {"cell_id": run.cell_id, "train_id": run.train_id, "eval_id": run.eval_id,
+                              "protocol_id": run.protocol_id, "config": run.to_dict(), "notes": []}
+    tic = time.perf_counter()
+    dev = None
+    try:
+        dev = resolve_device(device)
+        record["provenance"] = _provenance(dev)
+        checkpoint_dir = results_dir / CHECKPOINTS / run.cell_id
+        if retrain:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        note = _usable_checkpoint(checkpoint_dir)
+        if note:
+            record["notes"].append(note)
+        save_config(checkpoint_dir, run.training_dict())
         seed_everything(run.seed)
         data = _cached_dataset(run.dataset, run.data)
-        train_data = DataSplits(data.name, data.train.to(dev), data.valid.to(dev), data.test.to(dev),
-                                data.image_shape, data.binary)
+        on_device = DataSplits(data.name, data.train.to(dev), data.valid.to(dev), data.test.to(dev),
+                               data.image_shape, data.binary)
         method = build_method(run, data).to(dev)
         dynamic = run.data.train_binarization == "dynamic" and not data.binary
-        result = train(method, train_data, run.train, seed=run.seed, dynamic_binarization=dynamic,
-                       checkpoint_dir=checkpoint_dir, progress=progress, description=cell_id)
-        metrics = evaluate(method, train_data.test, run.eval, progress=progress, description=f"eval {cell_id}")
+        result = train(method, on_device, run.train, seed=run.seed, dynamic_binarization=dynamic,
+                       checkpoint_dir=checkpoint_dir, progress=progress, description=run.cell_id)
+        record["checkpoint_sha256"] = _file_sha256(checkpoint_dir / CHECKPOINT)
+        evaluation = evaluate(method, on_device.test, run.eval, progress=progress, description=f"eval {run.cell_id}")
+        arrays = {"indices": evaluation.indices, **evaluation.per_example}
+        full = getattr(evaluation, "per_example_full", None) or {}
+        if full:
+            arrays.update({"indices_full": evaluation.indices_full, **full})
+        record["per_example"] = write_values(results_dir, run.cell_id, arrays)
         if run.eval.quadrature and run.latent_dim == 2:
             from .figures import plot_toy_posteriors  # matplotlib only where a figure is drawn
 
-            figure = plot_toy_posteriors(method, train_data.test, results_dir / FIGURES / f"{cell_id}.png",
+            figure = plot_toy_posteriors(method, on_device.test, results_dir / FIGURES / f"{run.cell_id}.png",
                                          title=run.label)
             record["figure"] = str(figure.relative_to(results_dir))
-        images = image_summary(method, train_data.test, data.image_shape, seed=run.seed)
-        record.update(status="ok", metrics=metrics, history=result.history, images=images,
-                      timings={"train_seconds": result.seconds, "eval_seconds": metrics.pop("eval_seconds"),
-                               "train_steps": result.steps, "resumed_from_epoch": result.resumed_from_epoch})
+        record.update(status="ok", metrics=evaluation.summary, n_examples=len(evaluation.indices),
+                      history=result.history,
+                      images=image_summary(method, on_device.test, data.image_shape, seed=run.seed),
+                      timings={"train_seconds": result.seconds, "eval_seconds": evaluation.seconds["total"],
+                               "eval_parts": evaluation.seconds, "train_steps": result.steps,
+                               "resumed_from_epoch": result.resumed_from_epoch})
     except Exception as exc:  # noqa: BLE001 - one cell's failure must not stop the study
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                      traceback=traceback.format_exc())
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        record.setdefault("provenance", _provenance(dev))
+    record["provenance"]["finished_at"] = now()
     record["wall_seconds"] = time.perf_counter() - tic
-    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_record(results_dir, record)
+    try:
+        write_record(results_dir, record)
+    except OSError as exc:  # a full disk or an unwritable folder fails this cell, not the study
+        record.update(status="failed", error=f"cannot write the record: {type(exc).__name__}: {exc}")
     return record
 
 
 def finished_record(results_dir: Path, run: RunConfig) -> dict[str, Any] | None:
-    """``run``'s record if it is valid and has status ok, else None (a corrupt record does not count)."""
+    """``run``'s record if it is valid, has status ok and was evaluated with ``run``'s settings."""
     record = read_record(record_path(results_dir, run.cell_id))
-    return record if record is not None and record.get("status") == "ok" else None
+    if record is None or record.get("status") != "ok" or record.get("eval_id") != run.eval_id:
+        return None
+    return record
+
+
+def plan_cell(results_dir: Path, run: RunConfig, *, force: bool = False, reevaluate: bool = False) -> str:
+    """What a run does with ``run``: ``skip``, ``evaluate`` (a trained model, new evaluation) or ``train``."""
+    if force:
+        return "train"
+    if finished_record(results_dir, run) is not None and not reevaluate:
+        return "skip"
+    checkpoint = Path(results_dir) / CHECKPOINTS / run.cell_id / CHECKPOINT
+    previous = read_record(record_path(results_dir, run.cell_id))
+    if checkpoint.exists() and previous is not None and previous.get("status") == "ok":
+        return "evaluate"
+    return "train"
 
 
 def _run_in_worker(run: RunConfig, results_dir: Path, device: str | None, threads: int,
-                   plugins: tuple[str, ...]) -> dict[str, Any]:
+                   plugins: tuple[str, ...], retrain: bool) -> dict[str, Any]:
     """One cell in a joblib or dask worker: plugins imported, torch's threads capped."""
     torch.set_num_threads(threads)
     torch.set_float32_matmul_precision("high")
     import_plugins(plugins)
-    return run_cell(run, results_dir, device=device, progress=False)
+    return run_cell(run, results_dir, device=device, progress=False, retrain=retrain)
 
 
 @dataclass(frozen=True)
@@ -127,33 +200,87 @@ class Execution:
         return jobs, min(self.threads or cores // jobs, cores // jobs) or 1
 
 
+@contextlib.contextmanager
+def results_lock(results_dir: Path) -> Iterator[None]:
+    """Hold ``results_dir/.lock`` so that two runs never write into one folder at once."""
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(results_dir / LOCK, "a+")
+    except OSError as exc:
+        raise ConfigError(f"--out {results_dir}: cannot be used as a results folder ({exc.strerror})") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(f"{results_dir} is in use by another vaebench run ({holder}); "
+                              "wait for it or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_stale_temporaries(results_dir: Path) -> None:
+    """Half-written files of a killed run (atomic writes leave ``.name.*.tmp`` behind)."""
+    for path in Path(results_dir).glob("**/.*.tmp"):
+        path.unlink(missing_ok=True)
+
+
 def run_study(study: Study, results_dir: Path, *, device: str | None = "auto", force: bool = False,
-              progress: bool = True, execution: Execution | None = None,
-              echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              reevaluate: bool = False, progress: bool = True, execution: Execution | None = None,
+              echo: Callable[[str], None] = print, command: str | None = None) -> list[dict[str, Any]]:
     """Run every cell of ``study`` not already finished in ``results_dir``; return every cell's record.
 
-    Finished cells (valid records with status ok) are skipped unless ``force``; a cell
-    interrupted mid-training resumes from its checkpoint. Each finished cell prints one
-    line as it completes; a failed cell is recorded and the others go on.
+    Finished cells (valid records with status ok and the study's evaluation settings) are
+    skipped. A cell whose evaluation settings changed is re-evaluated from its final
+    checkpoint; ``reevaluate`` does that for every cell; ``force`` trains every cell from
+    scratch. A cell interrupted mid-training resumes from its checkpoint. Each finished
+    cell prints one line; a failed cell is recorded and the others go on. Ctrl-C stops the
+    study, keeps every finished cell, and says how to resume. ``command``: the command line
+    to record in ``study.json`` (which also records the study's cells for the report).
     """
+    from .report import write_study_file
+
     execution = execution or Execution()
     results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    with results_lock(results_dir):
+        _remove_stale_temporaries(results_dir)
+        write_study_file(results_dir, study, command or f"vaebench run {study.name} --out {results_dir}")
+        return _run_locked(study, results_dir, device=device, force=force, reevaluate=reevaluate,
+                           progress=progress, execution=execution, echo=echo)
+
+
+def _run_locked(study: Study, results_dir: Path, *, device: str | None, force: bool, reevaluate: bool,
+                progress: bool, execution: Execution, echo: Callable[[str], None]) -> list[dict[str, Any]]:
     import_plugins(study.plugins)
     torch.set_float32_matmul_precision("high")
-    for dataset in study.datasets:  # a missing data set stops the study before any cell runs
+    resolve_device(device)  # CUDA asked for but absent stops the study before any cell runs
+    for dataset in study.datasets:  # so does a missing data set
         _cached_dataset(dataset, study.data)
     cells = study.cells()
     records: dict[str, dict[str, Any]] = {}
-    todo = []
+    todo: list[tuple[RunConfig, bool]] = []
+    actions = {"skip": 0, "evaluate": 0, "train": 0}
     for run in cells:
-        record = None if force else finished_record(results_dir, run)
-        if record is None:
-            todo.append(run)
+        action = plan_cell(results_dir, run, force=force, reevaluate=reevaluate)
+        actions[action] += 1
+        if action == "skip":
+            records[run.cell_id] = finished_record(results_dir, run)
         else:
-            records[run.cell_id] = record
-    if len(todo) < len(cells):
-        echo(f"skipping {len(cells) - len(todo)} finished cells (--force recomputes them)")
+            todo.append((run, force))
+    if actions["skip"]:
+        echo(f"skipping {actions['skip']} finished cells (--reevaluate evaluates them again, --force retrains)")
+    if actions["evaluate"]:
+        echo(f"re-evaluating {actions['evaluate']} trained cells with the study's evaluation settings")
     jobs, threads = execution.plan()
     tic = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="cell",
@@ -170,17 +297,23 @@ def run_study(study: Study, results_dir: Path, *, device: str | None = "auto", f
     try:
         if jobs == 1 and execution.backend == "loky":
             torch.set_num_threads(threads)
-            for run in todo:
-                finish(run_cell(run, results_dir, device=device, progress=progress))
+            for run, retrain in todo:
+                finish(run_cell(run, results_dir, device=device, progress=progress, retrain=retrain))
         else:
-            tasks = (delayed(_run_in_worker)(run, results_dir, device, threads, study.plugins) for run in todo)
+            tasks = (delayed(_run_in_worker)(run, results_dir, device, threads, study.plugins, retrain)
+                     for run, retrain in todo)
             with _backend(execution, jobs):
                 for record in Parallel(return_as="generator_unordered")(tasks):
                     finish(record)
+    except KeyboardInterrupt:
+        bar.close()
+        echo(f"interrupted: {len(ran)} of {len(todo)} cells finished and are kept; "
+             "run the same command again to resume (interrupted cells continue from their last checkpoint)")
+        raise
     finally:
         bar.close()
     failed = sum(r["status"] != "ok" for r in ran)
-    echo(f"study {study.name}: {len(ran) - failed} ok, {failed} failed, {len(cells) - len(todo)} skipped "
+    echo(f"study {study.name}: {len(ran) - failed} ok, {failed} failed, {actions['skip']} skipped "
          f"in {time.perf_counter() - tic:.0f}s ({jobs} jobs × {threads} threads, {execution.backend})")
     return [records[run.cell_id] for run in cells if run.cell_id in records]
 
@@ -201,4 +334,5 @@ def _backend(execution: Execution, jobs: int):
 def _summary(record: dict[str, Any]) -> str:
     m = record["metrics"]
     parts = [f"{k}={m[k]:.2f}" for k in ("log_likelihood_ais", "bdmc_gap", "log_likelihood_is", "elbo") if k in m]
-    return " ".join(parts + [f"train {record['timings']['train_seconds']:.0f}s"])
+    return " ".join(parts + [f"train {record['timings']['train_seconds']:.0f}s",
+                             f"eval {record['timings']['eval_seconds']:.0f}s"])

@@ -36,6 +36,10 @@ class MethodSpec:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one cell's result."""
@@ -54,12 +58,42 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
+    def training_dict(self) -> dict[str, Any]:
+        """What determines the trained model: everything but the evaluation settings."""
+        data = self.to_dict()
+        del data["eval"]
+        data["data"].pop("test_subset", None)  # the test images never reach training
+        return data
+
+    def evaluation_dict(self) -> dict[str, Any]:
+        """What determines how a trained model is evaluated."""
+        return {"eval": to_dict(self.eval), "test_subset": self.data.test_subset}
+
+    @property
+    def train_id(self) -> str:
+        """``label-dataset-zN-sM-hash``: readable, and the hash pins every training setting.
+
+        Evaluation settings are not part of it: changing them re-evaluates the trained
+        model instead of training it again.
+        """
+        return f"{self.label}-{self.dataset}-z{self.latent_dim}-s{self.seed}-{_digest(self.training_dict())}"
+
+    @property
+    def eval_id(self) -> str:
+        """A hash of the evaluation settings; a record with another eval_id is re-evaluated."""
+        return _digest(self.evaluation_dict())
+
+    @property
+    def protocol_id(self) -> str:
+        """A hash of every setting but the seed: records that share it may be averaged over seeds."""
+        training = self.training_dict()
+        del training["seed"]
+        return _digest({"training": training, "evaluation": self.evaluation_dict()})
+
     @property
     def cell_id(self) -> str:
-        """``label-dataset-zN-sM-hash``: readable, and the hash pins every setting."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        digest = hashlib.sha256(blob).hexdigest()[:10]
-        return f"{self.label}-{self.dataset}-z{self.latent_dim}-s{self.seed}-{digest}"
+        """The cell's name in ``records/`` and ``checkpoints/``: its :attr:`train_id`."""
+        return self.train_id
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:

@@ -119,7 +119,8 @@ def test_sigkill_mid_study_loses_only_the_cell_in_flight_which_resumes(tmp_path)
     assert by_id[second]["status"] == "ok"
     assert by_id[second]["timings"]["resumed_from_epoch"] >= saved_epoch
     assert len(by_id[second]["history"]) == 150
-    assert by_id[first]["finished_at"] == read_record(record_path(out, first))["finished_at"]  # not rerun
+    finished = read_record(record_path(out, first))["provenance"]["finished_at"]
+    assert by_id[first]["provenance"]["finished_at"] == finished  # not rerun
 
 
 def test_loky_jobs_run_cells_in_parallel_processes(tmp_path):
@@ -147,3 +148,93 @@ def test_same_config_gives_the_same_numbers(tmp_path):
     a = run_study(study, tmp_path / "a", progress=False, echo=lambda s: None)[0]
     b = run_study(study, tmp_path / "b", progress=False, echo=lambda s: None)[0]
     assert a["metrics"] == b["metrics"]
+
+
+def test_a_changed_evaluation_reuses_the_checkpoint_and_force_retrains(tmp_path, capsys):
+    study_path = write_study(tmp_path)
+    out = tmp_path / "out"
+    assert main(["run", str(study_path), "--out", str(out), "--no-progress"]) == 0
+    (first,) = load_records(out)
+    weights = load_checkpoint(out / "checkpoints" / first["cell_id"])["model"]
+    # a new evaluation setting: same cell, same checkpoint, no training
+    study_path.write_text(study_path.read_text().replace("is_samples = 10", "is_samples = 20"))
+    capsys.readouterr()
+    assert main(["run", str(study_path), "--out", str(out), "--no-progress"]) == 0
+    assert "re-evaluating 1 trained cells" in capsys.readouterr().out
+    (second,) = load_records(out)
+    assert second["cell_id"] == first["cell_id"] and second["eval_id"] != first["eval_id"]
+    assert second["checkpoint_sha256"] == first["checkpoint_sha256"]
+    assert second["timings"]["resumed_from_epoch"] == 1  # the final checkpoint: nothing trained
+    assert second["history"] == first["history"]
+    # --reevaluate evaluates again without training; --force trains from scratch
+    assert main(["run", str(study_path), "--out", str(out), "--no-progress", "--reevaluate"]) == 0
+    assert load_records(out)[0]["timings"]["resumed_from_epoch"] == 1
+    assert main(["run", str(study_path), "--out", str(out), "--no-progress", "--force"]) == 0
+    (third,) = load_records(out)
+    assert third["timings"]["resumed_from_epoch"] == 0
+    again = load_checkpoint(out / "checkpoints" / first["cell_id"])["model"]
+    assert all(torch.equal(weights[k], again[k]) for k in weights)  # seeded: the same weights again
+
+
+def test_a_changed_study_keeps_old_cells_out_of_the_table(tmp_path):
+    study_path = write_study(tmp_path)
+    out = tmp_path / "out"
+    assert main(["run", str(study_path), "--out", str(out), "--no-progress"]) == 0
+    study_path.write_text(study_path.read_text().replace("hidden = [32]", "hidden = [16]"))
+    assert main(["run", str(study_path), "--out", str(out), "--no-progress"]) == 0
+    assert len(load_records(out)) == 2
+    table = (out / "table.md").read_text()
+    assert table.count("| vae ") == 1
+    readme = (out / "README.md").read_text()
+    assert "## Stale records" in readme
+
+
+def test_a_folder_in_use_is_refused_with_one_line(tmp_path, capsys):
+    import fcntl
+
+    study_path = write_study(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 4242\n")
+        held.flush()
+        assert main(["run", str(study_path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use by another vaebench run" in err[0] and "pid 4242" in err[0]
+
+
+def test_a_record_that_cannot_be_written_fails_its_cell_only(tmp_path, monkeypatch):
+    import vaebench.runner as runner
+
+    study = load_study(write_study(tmp_path, seeds="[0, 1]"))
+    real = runner.write_record
+    first = study.cells()[0].cell_id
+
+    def full_disk(results_dir, record):
+        if record["cell_id"] == first:
+            raise OSError(28, "No space left on device")
+        return real(results_dir, record)
+
+    monkeypatch.setattr(runner, "write_record", full_disk)
+    records = run_study(study, tmp_path / "out", progress=False, echo=lambda s: None)
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    assert "No space left on device" in records[0]["error"]
+    monkeypatch.setattr(runner, "write_record", real)
+    # the trained model is kept: the next run evaluates it without training
+    again = run_study(study, tmp_path / "out", progress=False, echo=lambda s: None)
+    assert again[0]["status"] == "ok" and again[0]["timings"]["resumed_from_epoch"] == 1
+
+
+def test_a_corrupt_checkpoint_is_set_aside_not_blocking(tmp_path):
+    study = load_study(write_study(tmp_path))
+    out = tmp_path / "out"
+    cell = study.cells()[0].cell_id
+    checkpoint = out / "checkpoints" / cell / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"not a checkpoint")
+    (checkpoint.parent / ".checkpoint.pt.abc.tmp").write_bytes(b"half")  # left by a killed run
+    (record,) = run_study(study, out, progress=False, echo=lambda s: None)
+    assert record["status"] == "ok" and "set aside" in record["notes"][0]
+    assert (checkpoint.parent / "checkpoint.pt.corrupt").exists()
+    assert not list(out.glob("**/.*.tmp"))

@@ -1,0 +1,89 @@
+"""Reports: paired differences, honest cells (not computed, nan, failed), stale records apart."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vaebench.records import write_record, write_values
+from vaebench.report import paired_differences, records_frame, summary_frame, write_report, write_table
+
+
+def _record(out, label, seed, metrics, per_example=None, status="ok", protocol="p", indices=None, error=None):
+    cell = f"{label}-s{seed}-{protocol}"
+    record = {"cell_id": cell, "eval_id": "e", "protocol_id": protocol, "status": status,
+              "config": {"dataset": "mnist", "latent_dim": 2, "label": label, "seed": seed}}
+    if status == "ok":
+        record.update(metrics=metrics, timings={"train_seconds": 1.0}, n_examples=len(indices))
+        record["per_example"] = write_values(out, cell, {"indices": indices, **per_example})
+    else:
+        record["error"] = error
+    write_record(out, record)
+    return record
+
+
+def test_paired_differences_equal_their_exact_value(tmp_path):
+    # Two seeds; the method differs from the reference by exactly (1, 3) on the images they share.
+    rng = np.random.default_rng(0)
+    ref_values = {0: rng.normal(-90, 5, 6), 1: rng.normal(-90, 5, 6)}
+    shift = {0: np.array([1.0, 1.0, 1.0, 1.0]), 1: np.array([2.0, 4.0, 2.0, 4.0])}
+    records = []
+    for seed in (0, 1):
+        idx = np.arange(6)
+        records.append(_record(tmp_path, "ref", seed, {"log_likelihood_ais": 0.0},
+                               {"log_likelihood_ais": ref_values[seed].astype(np.float32)}, indices=idx))
+        # the method was evaluated on images 2..5 only, in another order: pairing is by test index
+        m_idx = np.array([5, 2, 4, 3])
+        m_vals = ref_values[seed][m_idx].astype(np.float32) + shift[seed][[0, 1, 2, 3]].astype(np.float32)
+        records.append(_record(tmp_path, "m", seed, {"log_likelihood_ais": 0.0},
+                               {"log_likelihood_ais": m_vals}, indices=m_idx))
+    paired = paired_differences(records, tmp_path, reference="ref")
+    row = paired[(paired.method == "m") & (paired.metric == "log_likelihood_ais")].iloc[0]
+    assert row["N"] == 4 and row["seeds"] == 2
+    assert row["difference"] == pytest.approx((1.0 + 3.0) / 2, abs=1e-4)
+    assert row["se_over_seeds"] == pytest.approx(np.std([1.0, 3.0], ddof=1) / math.sqrt(2), abs=1e-4)
+    se_images = np.array([0.0, np.std([2, 4, 2, 4], ddof=1) / 2])
+    assert row["se_over_images"] == pytest.approx(math.sqrt((se_images ** 2).sum()) / 2, abs=1e-4)
+
+
+def test_not_computed_nan_and_failed_are_told_apart(tmp_path):
+    idx = np.arange(3)
+    records = [
+        _record(tmp_path, "vae", 0, {"elbo": -90.0, "log_likelihood_ais": float("nan")},
+                {"elbo": np.full(3, -90, np.float32)}, indices=idx),
+        _record(tmp_path, "avb", 0, {"log_likelihood_ais": -88.0}, {"log_likelihood_ais": np.zeros(3, np.float32)},
+                indices=idx),
+        _record(tmp_path, "iaf", 0, None, status="failed", error="TrainingDiverged: loss was nan"),
+    ]
+    summary = summary_frame(records_frame(records)).set_index("method")
+    assert summary.loc["vae", "log_likelihood_ais_state"] == "nan"
+    assert summary.loc["avb", "elbo_state"] == "absent"
+    assert summary.loc["iaf", "n_seeds"] == 0 and "TrainingDiverged" in summary.loc["iaf", "failed"]
+    table = write_table(tmp_path, records_frame(records))["md"].read_text()
+    vae_row = next(line for line in table.splitlines() if "| vae " in line)
+    avb_row = next(line for line in table.splitlines() if "| avb " in line)
+    assert "nan" in vae_row and "—" in avb_row
+    assert "| iaf " in table and "TrainingDiverged" in table
+    assert "one seed: ± is the standard error over the N test images" in table
+
+
+def test_settings_that_differ_other_than_by_seed_are_never_averaged(tmp_path):
+    idx = np.arange(2)
+    records = [_record(tmp_path, "vae", 0, {"elbo": -90.0}, {"elbo": np.zeros(2, np.float32)}, protocol="a",
+                       indices=idx),
+               _record(tmp_path, "vae", 1, {"elbo": -80.0}, {"elbo": np.zeros(2, np.float32)}, protocol="b",
+                       indices=idx)]
+    summary = summary_frame(records_frame(records))
+    assert len(summary) == 2 and set(summary["n_seeds"]) == {1}
+    assert sorted(summary["elbo_mean"]) == [-90.0, -80.0]
+
+
+def test_report_from_records_lists_failed_cells(tmp_path):
+    idx = np.arange(3)
+    _record(tmp_path, "vae", 0, {"elbo": -90.0, "elbo_sem": 1.0}, {"elbo": np.full(3, -90, np.float32)}, indices=idx)
+    _record(tmp_path, "iaf", 0, None, status="failed", error="OSError: disk full")
+    readme = write_report(tmp_path)["readme"].read_text()
+    assert "## Failed cells" in readme and "disk full" in readme
+    assert "-90.00 ± 1.00" in readme
