@@ -319,6 +319,23 @@ def paired_table(paired: pd.DataFrame) -> str:
     return shown.to_markdown(index=False)
 
 
+def published_comparison(summary: pd.DataFrame, published: dict[str, Any]) -> pd.DataFrame | None:
+    """The study's means beside the published values it reproduces (``[published]`` in the study)."""
+    metric, values = published.get("metric"), published.get("values") or {}
+    if not values or f"{metric}_mean" not in summary:
+        return None
+    rows = []
+    for _, row in summary.iterrows():
+        if row["method"] not in values:
+            continue
+        ours, se = row[f"{metric}_mean"], row[f"{metric}_se"]
+        rows.append({**{k: row[k] for k in KEYS}, "metric": metric,
+                     "ours": _format(ours, se, row[f"{metric}_state"]), "seeds": row["n_seeds"],
+                     "published": values[row["method"]],
+                     "ours − published": "" if pd.isna(ours) else f"{ours - values[row['method']]:+.3f}"})
+    return pd.DataFrame(rows) if rows else None
+
+
 # --- a run beside a reference run ----------------------------------------------------------------
 def reference_comparison(summary: pd.DataFrame, reference_dir: Path) -> pd.DataFrame | None:
     """This study's means beside those of the same study in ``reference_dir`` (e.g. committed results)."""
@@ -434,6 +451,11 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
                   "Each method minus the reference on the same test images and seeds: the mean over seeds of "
                   "the per-seed mean difference, its standard error over seeds, and the standard error from "
                   "the per-image differences (paired).", "", paired_table(paired), ""]
+    published = study.get("published") or {}
+    anchored = published_comparison(summary, published)
+    if anchored is not None:
+        lines += [f"## Beside the published values ({published.get('source', '')})", "",
+                  anchored.to_markdown(index=False), ""]
     if reference_dir is not None and Path(reference_dir).resolve() != results_dir.resolve():
         comparison = reference_comparison(summary, Path(reference_dir))
         if comparison is not None:

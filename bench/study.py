@@ -101,6 +101,24 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class Published:
+    """Numbers from the literature that a study reproduces, shown beside its own in the report.
+
+    ``source``: the citation; ``metric``: the record key they correspond to (e.g.
+    ``log_likelihood_is_full``); ``values``: method label → published value.
+    """
+
+    source: str = ""
+    metric: str = "log_likelihood_ais"
+    values: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for label, value in self.values.items():
+            require(isinstance(value, (int, float)) and not isinstance(value, bool),
+                    f"published.values.{label}: expected a number, got {value!r}")
+
+
+@dataclass(frozen=True)
 class Study:
     """A parsed, validated study file. ``description`` is shown at the top of its report."""
 
@@ -116,6 +134,7 @@ class Study:
     #: modules imported before the study runs (in every worker too): methods or data sets of your own
     plugins: tuple[str, ...] = ()
     description: str = ""
+    published: Published = Published()
 
     def cells(self) -> list[RunConfig]:
         """The study's matrix, in a stable order: dataset, latent size, method, seed."""
@@ -182,6 +201,9 @@ def parse_study(data: dict[str, Any], default_name: str = "study") -> Study:
     labels = [s.label for s in specs]
     require(len(set(labels)) == len(labels), f"study.methods: labels must be unique, got {labels}")
     study = from_dict(Study, {**raw, "methods": ()}, where="study")
+    unknown_labels = sorted(set(study.published.values) - set(labels))
+    if unknown_labels:
+        raise ConfigError(f"study.published.values: {unknown_labels[0]!r} is not a method label of the study")
     require(bool(study.datasets), "study.datasets: expected a non-empty list")
     for name in study.datasets:
         DATASETS.get(name)

@@ -87,3 +87,17 @@ def test_report_from_records_lists_failed_cells(tmp_path):
     readme = write_report(tmp_path)["readme"].read_text()
     assert "## Failed cells" in readme and "disk full" in readme
     assert "-90.00 ± 1.00" in readme
+
+
+def test_published_values_stand_beside_ours(tmp_path):
+    from vaebench.report import published_comparison
+
+    idx = np.arange(3)
+    records = [_record(tmp_path, "vae", s, {"log_likelihood_is_full": v}, {"elbo": np.zeros(3, np.float32)},
+                       indices=idx) for s, v in ((0, -87.0), (1, -86.0))]
+    summary = summary_frame(records_frame(records))
+    table = published_comparison(summary, {"source": "Burda et al. 2016", "metric": "log_likelihood_is_full",
+                                           "values": {"vae": -86.76}})
+    row = table.iloc[0]
+    assert row["published"] == -86.76 and row["ours − published"] == "+0.260"
+    assert row["ours"] == "-86.50 ± 0.50" and row["seeds"] == 2
