@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -116,23 +117,71 @@ def _method_spec(entry: Any, index: int) -> MethodSpec:
     return MethodSpec(name=name, label=label, params=params)
 
 
-def import_plugins(modules: tuple[str, ...]) -> None:
-    """Import the study's plugin modules, which register methods or data sets of the user's own."""
+def import_plugins(modules: tuple[str, ...], folder: Path | None = None) -> None:
+    """Import the study's plugin modules, which register methods or data sets of the user's own.
+
+    ``folder`` (the study file's own folder) is put at the front of ``sys.path`` first, so
+    that a plugin beside the study imports without PYTHONPATH; it stays there because
+    loky workers start with their parent's ``sys.path`` and import the plugins again.
+    Anything a plugin raises on import, ``sys.exit`` included, is one :class:`ConfigError`.
+    """
+    if folder is not None and modules:
+        entry = str(Path(folder).resolve())
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
     for name in modules:
         try:
             importlib.import_module(name)
+        except ConfigError as exc:
+            raise ConfigError(f"study.plugins: plugin {name!r}: {exc}") from None
         except ImportError as exc:
             raise ConfigError(f"study.plugins: cannot import {name!r} ({exc})") from None
+        except SystemExit as exc:
+            raise ConfigError(f"study.plugins: plugin {name!r} called sys.exit({exc.code!r}) on import") from None
+        except Exception as exc:  # noqa: BLE001 - a plugin's own bug, reported as one line naming it
+            raise ConfigError(f"study.plugins: plugin {name!r} failed on import: "
+                              f"{type(exc).__name__}: {exc}") from None
 
 
-def parse_study(data: dict[str, Any], default_name: str = "study") -> Study:
-    """Validate a study's raw TOML table; every problem is one :class:`ConfigError` line."""
+#: the largest value an integer setting may take: beyond it a budget or a size is a typo, not a plan
+MAX_INT = 10**9
+#: seeds go to torch.manual_seed, which takes at most 64 bits
+MAX_SEED = 2**63 - 1
+
+
+def _check_magnitudes(value: Any, where: str) -> None:
+    """Refuse integers so large that they can only be mistakes (``epochs = 1000000000000000``)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_magnitudes(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_magnitudes(item, f"{where}[{i}]")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        limit = MAX_SEED if where.endswith("binarization_seed") else MAX_INT
+        require(abs(value) <= limit, f"{where}: {value} is beyond the limit of {limit:,}")
+
+
+def _unique(values: list[Any], where: str) -> None:
+    seen: set[Any] = set()
+    for value in values:
+        require(value not in seen, f"{where}: {value!r} is listed twice")
+        seen.add(value)
+
+
+def parse_study(data: dict[str, Any], default_name: str = "study", folder: Path | None = None) -> Study:
+    """Validate a study's raw TOML table; every problem is one :class:`ConfigError` line.
+
+    ``folder``: where the study file lives; its plugin modules may sit there.
+    Checks that need the data (subset and batch sizes) are in :mod:`vaebench.preflight`.
+    """
     if not isinstance(data, dict):
         raise ConfigError("a study must be a table of settings")
     plugins = data.get("plugins", [])
-    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
         raise ConfigError(f"study.plugins: expected a list of module names, got {plugins!r}")
-    import_plugins(tuple(plugins))  # plugins register names that the rest of the study may use
+    _unique(plugins, "study.plugins")
+    import_plugins(tuple(plugins), folder)  # plugins register names that the rest of the study may use
     unknown = sorted(set(data) - _STUDY_KEYS)
     if unknown:
         raise ConfigError(f"study: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(_STUDY_KEYS))}")
@@ -147,16 +196,34 @@ def parse_study(data: dict[str, Any], default_name: str = "study") -> Study:
     specs = tuple(_method_spec(entry, i) for i, entry in enumerate(methods))
     labels = [s.label for s in specs]
     require(len(set(labels)) == len(labels), f"study.methods: labels must be unique, got {labels}")
+    resolved: dict[str, int] = {}
+    for i, spec in enumerate(specs):  # same method and same settings: the same cells, run twice
+        key = json.dumps([spec.name, to_dict(method_config(spec.name, spec.params))], sort_keys=True)
+        require(key not in resolved, f"study.methods[{i}]: {spec.label!r} is methods[{resolved.get(key)}] again "
+                                     f"({spec.name} with the same settings)")
+        resolved[key] = i
     study = from_dict(Study, {**raw, "methods": ()}, where="study")
     require(bool(study.datasets), "study.datasets: expected a non-empty list")
     for name in study.datasets:
         DATASETS.get(name)
+    _unique(list(study.datasets), "study.datasets")
     require(bool(study.latent_dims) and all(d > 0 for d in study.latent_dims),
             f"study.latent_dims: expected positive sizes, got {list(study.latent_dims)}")
-    require(bool(study.seeds) and all(s >= 0 for s in study.seeds),
-            f"study.seeds: expected non-negative integers, got {list(study.seeds)}")
+    _unique(list(study.latent_dims), "study.latent_dims")
+    require(bool(study.seeds) and all(0 <= s <= MAX_SEED for s in study.seeds),
+            f"study.seeds: expected integers from 0 to {MAX_SEED}, got {list(study.seeds)}")
+    _unique(list(study.seeds), "study.seeds")
     require(study.name.replace("-", "").replace("_", "").isalnum(),
             f"study.name: expected letters, digits, '-' or '_', got {study.name!r}")
+    for section in ("architecture", "data", "train", "eval"):
+        _check_magnitudes(to_dict(getattr(study, section)), section)
+    _check_magnitudes(list(study.latent_dims), "study.latent_dims")
+    for i, spec in enumerate(specs):
+        _check_magnitudes(spec.params, f"study.methods[{i}]")
+    if study.eval.quadrature:
+        other = [d for d in study.latent_dims if d != 2]
+        require(not other, f"eval.quadrature: the exact log-likelihood needs a 2-D latent space, but "
+                           f"study.latent_dims has {', '.join(map(str, other))}")
     return dataclasses.replace(study, methods=specs)
 
 
@@ -165,13 +232,29 @@ def preset_names() -> list[str]:
                   if p.name.endswith(".toml"))
 
 
+def _read_text(path: Path) -> str:
+    """A study file's text, or one :class:`ConfigError` line saying why it cannot be read."""
+    if path.is_dir():
+        raise ConfigError(f"study file {path} is a directory, not a TOML file")
+    if not path.exists():
+        raise ConfigError(f"study file {path} does not exist")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"study file {path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"study file {path} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
+                          ) from None
+
+
 def load_study(source: str | Path) -> Study:
     """A study from a TOML file path or a preset name (``quick``, ``toy``, …)."""
     path = Path(source)
+    folder = None
     if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"study file {path} does not exist")
-        text, default = path.read_text(), path.stem
+        text, default, folder = _read_text(path), path.stem, path.parent
     elif str(source) in preset_names():
         text = resources.files("vaebench.presets").joinpath(f"{source}.toml").read_text()
         default = str(source)
@@ -181,4 +264,9 @@ def load_study(source: str | Path) -> Study:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    return parse_study(data, default_name=default)
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML (nested too deeply)") from None
+    try:
+        return parse_study(data, default_name=default, folder=folder)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
