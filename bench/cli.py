@@ -61,7 +61,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     execution = Execution(jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, threads=args.threads)
     out = Path(args.out) if args.out else Path("results") / study.name
     check_out(out, create=not args.dry_run)
-    preflight(study, args.device)
+    preflight(study, args.device, source=args.study)
     cells = study.cells()
     if args.dry_run:
         for run in cells:

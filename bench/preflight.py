@@ -128,8 +128,12 @@ def check_models(study: Study, shapes: dict[str, DataShape]) -> None:
         torch.set_rng_state(state)  # the trial must not shift anything a cell draws
 
 
-def preflight(study: Study, device: str | None = "auto") -> None:
-    """Every check of ``study`` that can run before training; raises :class:`ConfigError` (one line)."""
+def preflight(study: Study, device: str | None = "auto", source: str | None = None) -> None:
+    """Every check of ``study`` that can run before training; raises :class:`ConfigError` (one line),
+    prefixed with ``source`` (the study file) where the study is at fault."""
     resolve_device(device)  # e.g. CUDA asked for but absent
     import_plugins(study.plugins)
-    check_models(study, check_data(study))
+    try:
+        check_models(study, check_data(study))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None

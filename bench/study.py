@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import math
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -137,7 +138,8 @@ def import_plugins(modules: tuple[str, ...], folder: Path | None = None) -> None
         except ImportError as exc:
             raise ConfigError(f"study.plugins: cannot import {name!r} ({exc})") from None
         except SystemExit as exc:
-            raise ConfigError(f"study.plugins: plugin {name!r} called sys.exit({exc.code!r}) on import") from None
+            code = "" if exc.code is None else repr(exc.code)
+            raise ConfigError(f"study.plugins: plugin {name!r} called sys.exit({code}) on import") from None
         except Exception as exc:  # noqa: BLE001 - a plugin's own bug, reported as one line naming it
             raise ConfigError(f"study.plugins: plugin {name!r} failed on import: "
                               f"{type(exc).__name__}: {exc}") from None
@@ -150,7 +152,8 @@ MAX_SEED = 2**63 - 1
 
 
 def _check_magnitudes(value: Any, where: str) -> None:
-    """Refuse integers so large that they can only be mistakes (``epochs = 1000000000000000``)."""
+    """Refuse integers so large that they can only be mistakes (``epochs = 1000000000000000``),
+    and the non-finite numbers TOML allows (``lr = inf``)."""
     if isinstance(value, dict):
         for key, item in value.items():
             _check_magnitudes(item, f"{where}.{key}")
@@ -160,6 +163,8 @@ def _check_magnitudes(value: Any, where: str) -> None:
     elif isinstance(value, int) and not isinstance(value, bool):
         limit = MAX_SEED if where.endswith("binarization_seed") else MAX_INT
         require(abs(value) <= limit, f"{where}: {value} is beyond the limit of {limit:,}")
+    elif isinstance(value, float):
+        require(math.isfinite(value), f"{where}: expected a finite number, got {value}")
 
 
 def _unique(values: list[Any], where: str) -> None:
@@ -243,7 +248,7 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         raise ConfigError(f"study file {path} cannot be read ({exc.strerror or exc})") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte-order mark, as some Windows editors write, is no error
     except UnicodeDecodeError as exc:
         raise ConfigError(f"study file {path} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
                           ) from None
