@@ -121,28 +121,39 @@ def _method_spec(entry: Any, index: int) -> MethodSpec:
 def import_plugins(modules: tuple[str, ...], folder: Path | None = None) -> None:
     """Import the study's plugin modules, which register methods or data sets of the user's own.
 
-    ``folder`` (the study file's own folder) is put at the front of ``sys.path`` first, so
-    that a plugin beside the study imports without PYTHONPATH; it stays there because
-    loky workers start with their parent's ``sys.path`` and import the plugins again.
+    ``folder`` (the study file's own folder) comes first on ``sys.path`` while they are
+    imported, so that a plugin beside the study imports without PYTHONPATH, as a script's
+    folder does for Python. It then moves to the end of ``sys.path``: loky workers start
+    with their parent's ``sys.path`` and import the plugins again, while later imports of
+    other modules are not shadowed by files that happen to sit beside the study.
     Anything a plugin raises on import, ``sys.exit`` included, is one :class:`ConfigError`.
     """
-    if folder is not None and modules:
-        entry = str(Path(folder).resolve())
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ConfigError as exc:
-            raise ConfigError(f"study.plugins: plugin {name!r}: {exc}") from None
-        except ImportError as exc:
-            raise ConfigError(f"study.plugins: cannot import {name!r} ({exc})") from None
-        except SystemExit as exc:
-            code = "" if exc.code is None else repr(exc.code)
-            raise ConfigError(f"study.plugins: plugin {name!r} called sys.exit({code}) on import") from None
-        except Exception as exc:  # noqa: BLE001 - a plugin's own bug, reported as one line naming it
-            raise ConfigError(f"study.plugins: plugin {name!r} failed on import: "
-                              f"{type(exc).__name__}: {exc}") from None
+    entry = str(Path(folder).resolve()) if folder is not None and modules else None
+    if entry is not None:
+        sys.path.insert(0, entry)
+    try:
+        for name in modules:
+            _import_plugin(name)
+    finally:
+        if entry is not None:
+            sys.path.remove(entry)
+            if entry not in sys.path:
+                sys.path.append(entry)
+
+
+def _import_plugin(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ConfigError as exc:
+        raise ConfigError(f"study.plugins: plugin {name!r}: {exc}") from None
+    except ImportError as exc:
+        raise ConfigError(f"study.plugins: cannot import {name!r} ({exc})") from None
+    except SystemExit as exc:
+        code = "" if exc.code is None else repr(exc.code)
+        raise ConfigError(f"study.plugins: plugin {name!r} called sys.exit({code}) on import") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's own bug, reported as one line naming it
+        raise ConfigError(f"study.plugins: plugin {name!r} failed on import: "
+                          f"{type(exc).__name__}: {exc}") from None
 
 
 #: the largest value an integer setting may take: beyond it a budget or a size is a typo, not a plan

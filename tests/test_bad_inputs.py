@@ -188,14 +188,18 @@ def test_cuda_asked_for_but_absent_is_refused_in_the_dry_run(tmp_path, capsys, m
 
 # --- plugins ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body, fragment", [
+PLUGINS = [
     ("raise RuntimeError('boom\\nsecond line')", "failed on import: RuntimeError: boom second line"),
     ("import sys\nsys.exit(3)", "called sys.exit(3) on import"),
     ("import sys\nsys.exit()", "called sys.exit() on import"),
     ("def f(:\n", "failed on import: SyntaxError"),
     ("import no_such_module_anywhere", "cannot import"),
     ("from vaebench.errors import DataUnavailableError\nraise DataUnavailableError('no data here')", "no data here"),
-])
+]
+
+
+@pytest.mark.parametrize("body, fragment", PLUGINS,
+                         ids=["raises", "exit-3", "exit", "syntax", "import-error", "vaebench-error"])
 def test_a_failing_plugin_is_one_line_naming_it(tmp_path, capsys, body, fragment):
     module = f"plugin_{abs(hash(body)) % 10**8}"
     (tmp_path / f"{module}.py").write_text(body)
