@@ -63,6 +63,10 @@ def check_data(study: Study) -> dict[str, DataShape]:
             if subset is not None and subset > shape.sizes[split]:
                 raise ConfigError(f"data.{split}_subset: {subset:,} examples asked for, but {name} has "
                                   f"{shape.sizes[split]:,} in its {split} split")
+        n_test = min(shape.sizes["test"], study.data.test_subset or shape.sizes["test"])
+        if study.eval.ais_steps and study.eval.ais_examples > n_test:
+            raise ConfigError(f"eval.ais_examples: {study.eval.ais_examples:,} asked for, but {name} has "
+                              f"{n_test:,} test examples here (lower ais_examples, or raise data.test_subset)")
         n_train = min(shape.sizes["train"], study.data.train_subset or shape.sizes["train"])
         if study.train.batch_size > n_train:
             raise ConfigError(f"train.batch_size: {study.train.batch_size:,} is larger than the {n_train:,} "

@@ -114,6 +114,8 @@ def _method_spec(entry: Any, index: int) -> MethodSpec:
     label = params.pop("label", name)
     if not isinstance(label, str) or not label.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"{where}.label: expected letters, digits, '-' or '_', got {label!r}")
+    require(len(label) <= MAX_NAME, f"{where}.label: at most {MAX_NAME} characters (it names files), "
+                                    f"got {len(label)}")
     method_config(name, params)  # unknown or ill-typed hyperparameters fail before anything runs
     return MethodSpec(name=name, label=label, params=params)
 
@@ -156,6 +158,8 @@ def _import_plugin(name: str) -> None:
                           f"{type(exc).__name__}: {exc}") from None
 
 
+#: the longest study name or method label: they name folders and files, whose names have a length limit
+MAX_NAME = 64
 #: the largest value an integer setting may take: beyond it a budget or a size is a typo, not a plan
 MAX_INT = 10**9
 #: seeds go to torch.manual_seed, which takes at most 64 bits
@@ -231,6 +235,8 @@ def parse_study(data: dict[str, Any], default_name: str = "study", folder: Path 
     _unique(list(study.seeds), "study.seeds")
     require(study.name.replace("-", "").replace("_", "").isalnum(),
             f"study.name: expected letters, digits, '-' or '_', got {study.name!r}")
+    require(len(study.name) <= MAX_NAME, f"study.name: at most {MAX_NAME} characters (it names the results "
+                                         f"folder), got {len(study.name)}")
     for section in ("architecture", "data", "train", "eval"):
         _check_magnitudes(to_dict(getattr(study, section)), section)
     _check_magnitudes(list(study.latent_dims), "study.latent_dims")
