@@ -3,13 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import re
 import sys
+import tempfile
+import textwrap
 from pathlib import Path
+from typing import Any, get_type_hints
 
-from .errors import VaebenchError
+from .errors import ConfigError, VaebenchError
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]*)`")
+_LITERAL = re.compile(r"``([^`]*)``")
+
+
+def plain(text: str) -> str:
+    """Docstring text without reStructuredText markup: ``x`` → x, :class:`~a.B` → B."""
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1] if "~" in m.group(0) else m.group(1), text)
+    return _LITERAL.sub(r"\1", text).replace("`", "")
+
+
+def check_out(out: Path, create: bool) -> None:
+    """Refuse a results folder that is a file or cannot be created or written, before anything runs;
+    with ``create``, make it."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {existing} is not writable")
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=out):  # the permission bits do not tell of read-only mounts
+                pass
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot be created or written ({exc.strerror or exc})") from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .preflight import preflight
     from .report import write_report
     from .runner import Execution, plan_cell, run_study
     from .study import load_study
@@ -18,17 +61,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     execution = Execution(jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, threads=args.threads)
     out = Path(args.out) if args.out else Path("runs") / study.name
     reference = Path(args.reference) if args.reference else Path("results") / study.name
+    check_out(out, create=not args.dry_run)
+    preflight(study, args.device, source=args.study)
     cells = study.cells()
     if args.dry_run:
         for run in cells:
             action = plan_cell(out, run, force=args.force, reevaluate=args.reevaluate)
-            budget = f"{run.train.epochs} epochs" if run.train.epochs else f"{run.train.steps} steps"
+            budget = plural(run.train.epochs, "epoch") if run.train.epochs else plural(run.train.steps, "step")
             print(f"{run.cell_id}  {action}: {run.method} on {run.dataset}, latent {run.latent_dim}, "
                   f"seed {run.seed}, {budget} of batch {run.train.batch_size}")
         jobs, threads = execution.plan()
-        print(f"{len(cells)} cells → {out} ({jobs} jobs × {threads} threads, {execution.backend})")
+        print(f"{plural(len(cells), 'cell')} → {out} ({plural(jobs, 'job')} × {plural(threads, 'thread')}, "
+              f"{execution.backend}); every check passed")
         return 0
-    print(f"study {study.name}: {len(cells)} cells → {out}")
+    print(f"study {study.name}: {plural(len(cells), 'cell')} → {out}")
     command = " ".join(["vaebench", "run", args.study] + (["--out", args.out] if args.out else []))
     records = run_study(study, out, device=args.device, force=args.force, reevaluate=args.reevaluate,
                         progress=not args.no_progress, execution=execution, command=command)
@@ -43,10 +89,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reporting(results_dir: str, write: Any) -> dict[str, Path]:
+    """``write(folder)`` with anything a malformed or partial record raises as one line naming the folder."""
+    try:
+        return write(Path(results_dir))
+    except (VaebenchError, OSError):
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a record missing a field or of the wrong shape
+        raise ConfigError(f"{results_dir}: a record cannot be reported ({type(exc).__name__}: {exc})") from None
+
+
 def _cmd_table(args: argparse.Namespace) -> int:
     from .report import write_table
 
-    paths = write_table(Path(args.results_dir))
+    paths = _reporting(args.results_dir, write_table)
     print(paths["md"].read_text(), end="")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
@@ -55,18 +111,67 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    paths = write_report(Path(args.results_dir), reference_dir=Path(args.reference) if args.reference else None)
+    reference = Path(args.reference) if args.reference else None
+    paths = _reporting(args.results_dir, lambda folder: write_report(folder, reference_dir=reference))
     print(paths["md"].read_text(), end="")
     print(f"wrote {len(paths)} files; see {paths['readme']}")
     return 0
 
 
+def _first_line(obj: Any) -> str:
+    doc = (obj.__doc__ or "").strip().splitlines()
+    return plain(doc[0]) if doc else ""
+
+
+#: the start of a field's description in a config docstring: ``a``, ``b`` (inherited):
+_FIELD_ENTRY = re.compile(r"((?:``\w+``(?:,\s*|\s+and\s+)?)+)(?:\s*\([^)]*\))?:\s")
+
+
+def field_descriptions(cls: type) -> dict[str, str]:
+    """Each config field's description from the ``name``: … entries of the class's docstrings
+    (base classes first, so a subclass's own description wins)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        doc = klass.__dict__.get("__doc__") or ""
+        for paragraph in re.split(r"\n\s*\n", doc):
+            text = " ".join(paragraph.split())
+            entries = list(_FIELD_ENTRY.finditer(text))
+            for entry, following in zip(entries, entries[1:] + [None]):
+                description = plain(text[entry.end(): following.start() if following else len(text)].strip())
+                for name in re.findall(r"``(\w+)``", entry.group(1)):
+                    if name in names:
+                        out[name] = description
+    return out
+
+
+def _describe_method(name: str) -> None:
+    from vaebench.config import _type_name
+    from vaebench.methods import METHODS
+
+    cls = METHODS.get(name)
+    config = cls.config_class
+    print(f"{name}: {_first_line(cls)}")
+    print(f"\noptions, set in a study as {{name = \"{name}\", option = value, …}}:")
+    hints, docs = get_type_hints(config), field_descriptions(config)
+    defaults = config()
+    for f in dataclasses.fields(config):
+        value = getattr(defaults, f.name)
+        shown = list(value) if isinstance(value, tuple) else value
+        print(f"\n  {f.name} ({_type_name(hints[f.name])}, default {shown!r})")
+        if f.name in docs:
+            print(textwrap.fill(docs[f.name], width=92, initial_indent="      ", subsequent_indent="      "))
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
     from vaebench.methods import METHODS
 
+    if args.name:
+        _describe_method(args.name)
+        return 0
     for name in METHODS.names():
-        doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
-        print(f"{name:<10} {doc[0] if doc else ''}")
+        print(f"{name:<10} {_first_line(METHODS.get(name))}")
+    print("\n`vaebench methods NAME` shows a method's options and their defaults")
     return 0
 
 
@@ -74,13 +179,24 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     from vaebench.datasets import DATASETS
 
     for name in DATASETS.names():
-        doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
-        print(f"{name:<14} {doc[0] if doc else ''}")
+        print(f"{name:<14} {_first_line(DATASETS.get(name))}")
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vaebench")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vaebench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vaebench", description=plain(__doc__ or ""))
+    parser.add_argument("--version", action="version", version=f"vaebench {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a study (a TOML file or a preset name such as 'quick')")
@@ -93,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="train every cell again from scratch")
     run.add_argument("--reevaluate", action="store_true",
                      help="evaluate every trained cell again from its final checkpoint (no training)")
-    run.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check everything that can be checked before training, list the cells and exit")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
     run.add_argument("--backend", default="loky", choices=("loky", "dask"),
@@ -111,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reference", help="another results folder of the same study to compare with")
     report.set_defaults(func=_cmd_report)
 
-    sub.add_parser("methods", help="list the registered methods").set_defaults(func=_cmd_methods)
+    methods = sub.add_parser("methods", help="list the registered methods, or one method's options")
+    methods.add_argument("name", nargs="?", help="a method: show its options, their types and defaults")
+    methods.set_defaults(func=_cmd_methods)
     sub.add_parser("datasets", help="list the registered data sets").set_defaults(func=_cmd_datasets)
     return parser
 
@@ -120,12 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except VaebenchError as exc:
-        print(f"vaebench: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into `head` and the like
+    except BrokenPipeError:  # output piped into `head` and the like (before OSError, its base class)
         sys.stderr.close()
         return 0
+    except (VaebenchError, OSError) as exc:
+        # one line, always: a message quoting a plugin's or the system's text may hold newlines
+        print("vaebench: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the runner has said what finished and how to resume
+        print("vaebench: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

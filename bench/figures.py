@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # headless: figures are files, never windows
 
@@ -27,28 +28,43 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _settings(frame: pd.DataFrame) -> pd.Series:
+    """One facet name per data set and latent size: ``mnist, z=32``."""
+    return frame["dataset"].astype(str) + ", z=" + frame["latent_dim"].astype(str)
+
+
 def log_likelihood_plot(frame: pd.DataFrame, path: Path) -> Path | None:
-    """Test log-likelihood per method, 95% CI over seeds: exact (quadrature) where present, else AIS,
-    else importance sampling."""
+    """Test log-likelihood per method, mean ± standard error over seeds, one colour per method and
+    one panel per data set and latent size: exact (quadrature) where present, else AIS, else
+    importance sampling."""
     labels = {"exact_log_likelihood": "log p(x), exact", "log_likelihood_ais": "log p(x), AIS",
               "log_likelihood_is": "log p(x), importance sampling"}
     metric = next((m for m in labels if m in frame and frame[m].notna().any()), None)
     if metric is None:
         return None
-    label = labels[metric]
-    # seaborn divides the dodge among hue levels - 1: with one latent size there is nothing to dodge
-    dodge = 0.3 if frame["latent_dim"].nunique() > 1 else False
-    grid = sns.catplot(data=frame, x="method", y=metric, hue="latent_dim", col="dataset", kind="point",
-                       errorbar=("ci", 95), seed=0, dodge=dodge, linestyle="none", sharey=False,
-                       height=3.5, aspect=1.4)
-    grid.set_axis_labels("", f"{label} (nats, higher is better)")
+    frame = frame.assign(setting=_settings(frame))
+    order = list(dict.fromkeys(frame["method"]))  # the frame's (the study's) order
+    palette = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))))
+    grid = sns.catplot(data=frame, x="method", y=metric, hue="method", col="setting", kind="point",
+                       order=order, hue_order=order, palette=palette, errorbar="se", capsize=0.25,
+                       err_kws={"linewidth": 1.5}, markersize=7, linestyle="none", legend=False,
+                       sharey=False, height=3.5, aspect=1.3, col_wrap=min(3, frame["setting"].nunique()))
+    seeds = frame.groupby(["setting", "method"])["seed"].nunique()
+    grid.set_axis_labels("", f"{labels[metric]} (nats, higher is better)")
+    grid.set_titles("{col_name}")
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", rotation=30)
+        ax.grid(axis="y", alpha=0.3)
+    low, high = seeds.min(), seeds.max()
+    caption = ("one seed: no error bars" if high == 1 else
+               f"mean ± standard error over {low if low == high else f'{low} to {high}'} seeds")
+    grid.figure.suptitle(caption, y=1.02, fontsize=9)
     return _save(grid.figure, path)
 
 
 def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
-    """Validation ELBO per epoch for each method (mean and 95% CI over seeds)."""
+    """Validation ELBO per epoch for each method (mean and 95% CI over seeds); every evaluated epoch
+    is marked, so a run of one epoch is a point rather than an invisible line."""
     rows = [{"method": r["config"]["label"], "dataset": r["config"]["dataset"],
              "latent_dim": r["config"]["latent_dim"], "seed": r["config"]["seed"],
              "epoch": h["epoch"], "valid_elbo": h["valid_elbo"]}
@@ -56,10 +72,17 @@ def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
     if not rows:
         return None
     frame = pd.DataFrame(rows)
-    frame["setting"] = frame["dataset"] + ", z=" + frame["latent_dim"].astype(str)
+    frame["setting"] = _settings(frame)
+    epochs = sorted(frame["epoch"].unique())
     grid = sns.relplot(data=frame, x="epoch", y="valid_elbo", hue="method", col="setting", kind="line",
-                       errorbar=("ci", 95), seed=0, facet_kws={"sharey": False}, height=3.2, aspect=1.3)
+                       marker="o", markersize=5, errorbar=("ci", 95), seed=0, facet_kws={"sharey": False},
+                       err_style="band" if len(epochs) > 1 else "bars", height=3.2, aspect=1.3)
     grid.set_axis_labels("epoch", "validation ELBO (nats)")
+    grid.set_titles("{col_name}")
+    for ax in grid.axes.flat:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if len(epochs) == 1:  # else matplotlib spans ±5% of one epoch, with fractional ticks
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     return _save(grid.figure, path)
 
 
@@ -76,7 +99,9 @@ def _tile(images: np.ndarray, columns: int) -> np.ndarray:
 
 def image_grids(records: list[dict[str, Any]], samples_path: Path, reconstructions_path: Path
                 ) -> list[Path]:
-    """Model samples, and test images over their reconstructions, one row per method (first seed)."""
+    """Model samples, and test images over their reconstructions, one labelled row per method
+    (first seed): the method and setting on the left, which row is data and which is
+    reconstruction on the right."""
     chosen: dict[tuple, dict[str, Any]] = {}
     for r in sorted(records, key=lambda r: r["config"]["seed"]):
         key = (r["config"]["dataset"], r["config"]["latent_dim"], r["config"]["label"])
@@ -86,34 +111,48 @@ def image_grids(records: list[dict[str, Any]], samples_path: Path, reconstructio
         return []
     keys = sorted(chosen)
     paths = []
-    for path, draw in ((samples_path, lambda im: _tile(decode(im["samples"])[:16], 16)),
-                       (reconstructions_path, lambda im: np.vstack([
-                           _tile(decode(im["originals"]), 8), _tile(decode(im["reconstructions"]), 8)]))):
-        fig, axes = plt.subplots(len(keys), 1, figsize=(10, 1.0 + 1.1 * len(keys) * (1 if path is samples_path
-                                                                                       else 2)), squeeze=False)
+    for path, rows, draw in (
+            (samples_path, ("samples",), lambda im: _tile(decode(im["samples"])[:16], 16)),
+            (reconstructions_path, ("data", "reconstruction"), lambda im: np.vstack([
+                _tile(decode(im["originals"]), 8), _tile(decode(im["reconstructions"]), 8)]))):
+        fig, axes = plt.subplots(len(keys), 1, figsize=(10, 0.3 + 1.1 * len(keys) * len(rows)), squeeze=False)
         for ax, key in zip(axes[:, 0], keys):
             ax.imshow(draw(chosen[key]["images"]), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
             ax.set_axis_off()
-            ax.set_title(f"{key[2]} ({key[0]}, z={key[1]})", fontsize=9, loc="left")
+            ax.text(-0.02, 0.5, f"{key[2]}\n{key[0]}, z={key[1]}", transform=ax.transAxes, ha="right",
+                    va="center", fontsize=10)
+            for i, row in enumerate(rows):
+                ax.text(1.02, 1 - (i + 0.5) / len(rows), row, transform=ax.transAxes, ha="left", va="center",
+                        fontsize=9, color="dimgrey")
         paths.append(_save(fig, path))
     return paths
 
 
+#: inputs whose posteriors one figure shows: beyond ten, colours repeat and the cloud is unreadable
+MAX_POSTERIOR_POINTS = 10
+
+
 def plot_toy_posteriors(method: Method, points: torch.Tensor, path: Path, *, samples: int = 1000,
                         limit: float = 3.5, title: str | None = None) -> Path:
-    """Scatter ``samples`` draws of q(z|x) for each row x of ``points``, one colour per point,
-    over the prior's typical region; saved as a PNG at ``path``."""
+    """Scatter ``samples`` draws of q(z|x) for each of the first :data:`MAX_POSTERIOR_POINTS` rows x
+    of ``points``, one colour per point, over the prior's typical region; saved as a PNG at ``path``."""
     if method.latent_dim != 2:
         raise ValueError(f"posterior figures need a 2-D latent space, got latent_dim={method.latent_dim}")
+    shown = points[:MAX_POSTERIOR_POINTS]
     with torch.no_grad():
-        z = method.sample_posterior(points, samples).cpu()  # (samples, points, 2)
-    colours = sns.color_palette("tab10", len(points))
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+        z = method.sample_posterior(shown, samples).cpu()  # (samples, points, 2)
+    colours = sns.color_palette("tab10", len(shown))
+    fig, ax = plt.subplots(figsize=(4.8, 4), dpi=120)
     for i, colour in enumerate(colours):
         ax.scatter(z[:, i, 0], z[:, i, 1], s=2, alpha=0.4, color=colour, edgecolors="none", label=f"x{i + 1}")
     ax.add_patch(plt.Circle((0, 0), 2.0, fill=False, ls="--", lw=0.8, color="grey"))  # 2σ of the prior
-    ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal", xlabel="z₁", ylabel="z₂",
-           title=title or method.name)
-    ax.legend(loc="upper right", fontsize=7, markerscale=4, frameon=False)
-    fig.tight_layout()
+    heading = title or method.name
+    if len(points) > len(shown):
+        heading += f" (first {len(shown)} of {len(points)} test points)"
+    ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal", xlabel="z₁", ylabel="z₂")
+    ax.set_title(heading, fontsize=9)
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, markerscale=4, frameon=False,
+                       title="x", title_fontsize=7)
+    for handle in legend.legend_handles:
+        handle.set_alpha(1)
     return _save(fig, Path(path))

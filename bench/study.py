@@ -11,6 +11,8 @@ import hashlib
 import importlib
 import itertools
 import json
+import math
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -165,27 +167,94 @@ def _method_spec(entry: Any, index: int) -> MethodSpec:
     label = params.pop("label", name)
     if not isinstance(label, str) or not label.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"{where}.label: expected letters, digits, '-' or '_', got {label!r}")
+    require(len(label) <= MAX_NAME, f"{where}.label: at most {MAX_NAME} characters (it names files), "
+                                    f"got {len(label)}")
     method_config(name, params)  # unknown or ill-typed hyperparameters fail before anything runs
     return MethodSpec(name=name, label=label, params=params)
 
 
-def import_plugins(modules: tuple[str, ...]) -> None:
-    """Import the study's plugin modules, which register methods or data sets of the user's own."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigError(f"study.plugins: cannot import {name!r} ({exc})") from None
+def import_plugins(modules: tuple[str, ...], folder: Path | None = None) -> None:
+    """Import the study's plugin modules, which register methods or data sets of the user's own.
+
+    ``folder`` (the study file's own folder) comes first on ``sys.path`` while they are
+    imported, so that a plugin beside the study imports without PYTHONPATH, as a script's
+    folder does for Python. It then moves to the end of ``sys.path``: loky workers start
+    with their parent's ``sys.path`` and import the plugins again, while later imports of
+    other modules are not shadowed by files that happen to sit beside the study.
+    Anything a plugin raises on import, ``sys.exit`` included, is one :class:`ConfigError`.
+    """
+    entry = str(Path(folder).resolve()) if folder is not None and modules else None
+    if entry is not None:
+        sys.path.insert(0, entry)
+    try:
+        for name in modules:
+            _import_plugin(name)
+    finally:
+        if entry is not None:
+            sys.path.remove(entry)
+            if entry not in sys.path:
+                sys.path.append(entry)
 
 
-def parse_study(data: dict[str, Any], default_name: str = "study") -> Study:
-    """Validate a study's raw TOML table; every problem is one :class:`ConfigError` line."""
+def _import_plugin(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ConfigError as exc:
+        raise ConfigError(f"study.plugins: plugin {name!r}: {exc}") from None
+    except ImportError as exc:
+        raise ConfigError(f"study.plugins: cannot import {name!r} ({exc})") from None
+    except SystemExit as exc:
+        code = "" if exc.code is None else repr(exc.code)
+        raise ConfigError(f"study.plugins: plugin {name!r} called sys.exit({code}) on import") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's own bug, reported as one line naming it
+        raise ConfigError(f"study.plugins: plugin {name!r} failed on import: "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
+#: the longest study name or method label: they name folders and files, whose names have a length limit
+MAX_NAME = 64
+#: the largest value an integer setting may take: beyond it a budget or a size is a typo, not a plan
+MAX_INT = 10**9
+#: seeds go to torch.manual_seed, which takes at most 64 bits
+MAX_SEED = 2**63 - 1
+
+
+def _check_magnitudes(value: Any, where: str) -> None:
+    """Refuse integers so large that they can only be mistakes (``epochs = 1000000000000000``),
+    and the non-finite numbers TOML allows (``lr = inf``)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_magnitudes(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_magnitudes(item, f"{where}[{i}]")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        limit = MAX_SEED if where.endswith("binarization_seed") else MAX_INT
+        require(abs(value) <= limit, f"{where}: {value} is beyond the limit of {limit:,}")
+    elif isinstance(value, float):
+        require(math.isfinite(value), f"{where}: expected a finite number, got {value}")
+
+
+def _unique(values: list[Any], where: str) -> None:
+    seen: set[Any] = set()
+    for value in values:
+        require(value not in seen, f"{where}: {value!r} is listed twice")
+        seen.add(value)
+
+
+def parse_study(data: dict[str, Any], default_name: str = "study", folder: Path | None = None) -> Study:
+    """Validate a study's raw TOML table; every problem is one :class:`ConfigError` line.
+
+    ``folder``: where the study file lives; its plugin modules may sit there.
+    Checks that need the data (subset and batch sizes) are in :mod:`vaebench.preflight`.
+    """
     if not isinstance(data, dict):
         raise ConfigError("a study must be a table of settings")
     plugins = data.get("plugins", [])
-    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
         raise ConfigError(f"study.plugins: expected a list of module names, got {plugins!r}")
-    import_plugins(tuple(plugins))  # plugins register names that the rest of the study may use
+    _unique(plugins, "study.plugins")
+    import_plugins(tuple(plugins), folder)  # plugins register names that the rest of the study may use
     unknown = sorted(set(data) - _STUDY_KEYS)
     if unknown:
         raise ConfigError(f"study: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(_STUDY_KEYS))}")
@@ -200,6 +269,12 @@ def parse_study(data: dict[str, Any], default_name: str = "study") -> Study:
     specs = tuple(_method_spec(entry, i) for i, entry in enumerate(methods))
     labels = [s.label for s in specs]
     require(len(set(labels)) == len(labels), f"study.methods: labels must be unique, got {labels}")
+    resolved: dict[str, int] = {}
+    for i, spec in enumerate(specs):  # same method and same settings: the same cells, run twice
+        key = json.dumps([spec.name, to_dict(method_config(spec.name, spec.params))], sort_keys=True)
+        require(key not in resolved, f"study.methods[{i}]: {spec.label!r} is methods[{resolved.get(key)}] again "
+                                     f"({spec.name} with the same settings)")
+        resolved[key] = i
     study = from_dict(Study, {**raw, "methods": ()}, where="study")
     unknown_labels = sorted(set(study.published.values) - set(labels))
     if unknown_labels:
@@ -207,12 +282,26 @@ def parse_study(data: dict[str, Any], default_name: str = "study") -> Study:
     require(bool(study.datasets), "study.datasets: expected a non-empty list")
     for name in study.datasets:
         DATASETS.get(name)
+    _unique(list(study.datasets), "study.datasets")
     require(bool(study.latent_dims) and all(d > 0 for d in study.latent_dims),
             f"study.latent_dims: expected positive sizes, got {list(study.latent_dims)}")
-    require(bool(study.seeds) and all(s >= 0 for s in study.seeds),
-            f"study.seeds: expected non-negative integers, got {list(study.seeds)}")
+    _unique(list(study.latent_dims), "study.latent_dims")
+    require(bool(study.seeds) and all(0 <= s <= MAX_SEED for s in study.seeds),
+            f"study.seeds: expected integers from 0 to {MAX_SEED}, got {list(study.seeds)}")
+    _unique(list(study.seeds), "study.seeds")
     require(study.name.replace("-", "").replace("_", "").isalnum(),
             f"study.name: expected letters, digits, '-' or '_', got {study.name!r}")
+    require(len(study.name) <= MAX_NAME, f"study.name: at most {MAX_NAME} characters (it names the results "
+                                         f"folder), got {len(study.name)}")
+    for section in ("architecture", "data", "train", "eval"):
+        _check_magnitudes(to_dict(getattr(study, section)), section)
+    _check_magnitudes(list(study.latent_dims), "study.latent_dims")
+    for i, spec in enumerate(specs):
+        _check_magnitudes(spec.params, f"study.methods[{i}]")
+    if study.eval.quadrature:
+        other = [d for d in study.latent_dims if d != 2]
+        require(not other, f"eval.quadrature: the exact log-likelihood needs a 2-D latent space, but "
+                           f"study.latent_dims has {', '.join(map(str, other))}")
     return dataclasses.replace(study, methods=specs)
 
 
@@ -221,13 +310,29 @@ def preset_names() -> list[str]:
                   if p.name.endswith(".toml"))
 
 
+def _read_text(path: Path) -> str:
+    """A study file's text, or one :class:`ConfigError` line saying why it cannot be read."""
+    if path.is_dir():
+        raise ConfigError(f"study file {path} is a directory, not a TOML file")
+    if not path.exists():
+        raise ConfigError(f"study file {path} does not exist")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"study file {path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8-sig")  # a byte-order mark, as some Windows editors write, is no error
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"study file {path} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
+                          ) from None
+
+
 def load_study(source: str | Path) -> Study:
     """A study from a TOML file path or a preset name (``quick``, ``toy``, …)."""
     path = Path(source)
+    folder = None
     if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"study file {path} does not exist")
-        text, default = path.read_text(), path.stem
+        text, default, folder = _read_text(path), path.stem, path.parent
     elif str(source) in preset_names():
         text = resources.files("vaebench.presets").joinpath(f"{source}.toml").read_text()
         default = str(source)
@@ -237,4 +342,9 @@ def load_study(source: str | Path) -> Study:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    return parse_study(data, default_name=default)
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML (nested too deeply)") from None
+    try:
+        return parse_study(data, default_name=default, folder=folder)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
