@@ -36,6 +36,7 @@ from .evaluation import evaluate
 from .images import image_summary
 from .records import device_description, environment, now, read_record, record_path, write_record, write_values
 from .study import RunConfig, Study, import_plugins
+from .text import plural
 from .training import train
 
 CHECKPOINTS = "checkpoints"
@@ -278,9 +279,10 @@ def _run_locked(study: Study, results_dir: Path, *, device: str | None, force: b
         else:
             todo.append((run, force))
     if actions["skip"]:
-        echo(f"skipping {actions['skip']} finished cells (--reevaluate evaluates them again, --force retrains)")
+        echo(f"skipping {plural(actions['skip'], 'finished cell')} (--reevaluate evaluates them again, "
+             "--force retrains)")
     if actions["evaluate"]:
-        echo(f"re-evaluating {actions['evaluate']} trained cells with the study's evaluation settings")
+        echo(f"re-evaluating {plural(actions['evaluate'], 'trained cell')} with the study's evaluation settings")
     jobs, threads = execution.plan()
     tic = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="cell",
@@ -314,7 +316,8 @@ def _run_locked(study: Study, results_dir: Path, *, device: str | None, force: b
         bar.close()
     failed = sum(r["status"] != "ok" for r in ran)
     echo(f"study {study.name}: {len(ran) - failed} ok, {failed} failed, {actions['skip']} skipped "
-         f"in {time.perf_counter() - tic:.0f}s ({jobs} jobs × {threads} threads, {execution.backend})")
+         f"in {time.perf_counter() - tic:.0f}s ({plural(jobs, 'job')} × {plural(threads, 'thread')}, "
+         f"{execution.backend})")
     return [records[run.cell_id] for run in cells if run.cell_id in records]
 
 

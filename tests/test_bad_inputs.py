@@ -234,7 +234,7 @@ def test_the_readme_plugin_example_runs_from_beside_its_study_without_pythonpath
     out = subprocess.run([sys.executable, "-m", "vaebench", "run", str(study), "--dry-run"],
                          capture_output=True, text=True, cwd="/", env=env)
     assert out.returncode == 0, out.stderr
-    assert "run: my-vae on toy4, latent 2, seed 0, 1 epoch of batch 10" in out.stdout
+    assert "train: my-vae on toy4, latent 2, seed 0, 1 epoch of batch 10" in out.stdout
 
 
 def test_the_real_exit_code_is_2_with_one_line(tmp_path):

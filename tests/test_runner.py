@@ -89,7 +89,7 @@ def test_a_corrupt_record_is_detected_and_its_cell_rerun(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", str(study_path), "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "skipping 1 finished cells" in text and f"ok     {cells[1].cell_id}" in text
+    assert "skipping 1 finished cell " in text and f"ok     {cells[1].cell_id}" in text
     assert read_record(path)["status"] == "ok"
 
 
@@ -160,7 +160,7 @@ def test_a_changed_evaluation_reuses_the_checkpoint_and_force_retrains(tmp_path,
     study_path.write_text(study_path.read_text().replace("is_samples = 10", "is_samples = 20"))
     capsys.readouterr()
     assert main(["run", str(study_path), "--out", str(out), "--no-progress"]) == 0
-    assert "re-evaluating 1 trained cells" in capsys.readouterr().out
+    assert "re-evaluating 1 trained cell " in capsys.readouterr().out
     (second,) = load_records(out)
     assert second["cell_id"] == first["cell_id"] and second["eval_id"] != first["eval_id"]
     assert second["checkpoint_sha256"] == first["checkpoint_sha256"]
