@@ -170,6 +170,14 @@ class AdversarialMethod(Method):
         largest entropy for given variances (estimated from the draws, with the first-order
         small-sample bias of m² and log s² removed).
         """
+        # in chunks of examples, so that the largest activation (draws × examples × width)
+        # stays near 2^24 elements whatever the adversary's width
+        width = max(self.data_dim, self.config.adversary_features, *self.config.adversary_hidden)
+        size = max(1, (1 << 24) // (DIAGNOSTIC_DRAWS * width))
+        parts = [self._diagnostics(chunk) for chunk in x.split(size)]
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+    def _diagnostics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         n = DIAGNOSTIC_DRAWS
         t = self.terms(x, n)
         features = self.adversary.x_features(x)

@@ -70,8 +70,10 @@ class AVBACConfig(AVBConfig):
 class BasisEncoder(nn.Module):
     """z = z₀(x) + Σ_i a_i(x) ⊙ v_i(ε_i) with a_i = ELU(·− 5) + 1 > 0 (``full0_ac.py``)."""
 
-    def __init__(self, body: nn.Module, basis: NoiseBasis, latent_dim: int, moment_samples: int) -> None:
+    def __init__(self, body: nn.Module, basis: NoiseBasis, latent_dim: int, moment_samples: int,
+                 centre: bool = True) -> None:
         super().__init__()
+        self.centre = centre  # x ↦ 2x − 1 first, unless the body does it itself (the conv backbone)
         noise = torch.randn(basis.count, moment_samples, basis.noise_dim)
         noise = (noise - noise.mean(1, keepdim=True)) / noise.std(1, keepdim=True)
         self.register_buffer("moment_noise", noise)  # kept in the checkpoint: r must not change on resume
@@ -82,7 +84,7 @@ class BasisEncoder(nn.Module):
 
     def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z₀ (B, latent) and the weights a (count, B, latent)."""
-        out = self.body(2 * x - 1).unflatten(-1, (1 + self.basis.count, self.latent_dim))
+        out = self.body(2 * x - 1 if self.centre else x).unflatten(-1, (1 + self.basis.count, self.latent_dim))
         z0, a = out[..., 0, :], nn.functional.elu(out[..., 1:, :] - 5) + 1
         return z0, a.movedim(-2, 0)
 
@@ -152,7 +154,8 @@ class AVBAC(AdversarialMethod):
         body = self.backbone.encoder(self.architecture, self.data_shape,
                                      (1 + config.noise_basis) * self.latent_dim)
         basis = NoiseBasis(config.noise_basis, config.noise_dim, config.basis_hidden, self.latent_dim)
-        self.encoder = BasisEncoder(body, basis, self.latent_dim, config.moment_samples)
+        self.encoder = BasisEncoder(body, basis, self.latent_dim, config.moment_samples,
+                                    centre=self.architecture.backbone == "mlp")
 
     def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
         return self.encoder(x, n)[0]
