@@ -1,14 +1,16 @@
-"""Adversarial Variational Bayes (Mescheder, Nowozin & Geiger, ICML 2017).
+"""Adversarial Variational Bayes (Mescheder, Nowozin & Geiger, ICML 2017), as its authors
+built it (LMescheder/AdversarialVariationalBayes, last commit).
 
 The encoder is an implicit distribution, z = f(x, ε) with ε ~ N(0, I): it can represent
 any posterior shape but has no density. An adversary T(x, z) is trained with the
 logistic loss to tell pairs (x, z ~ q(z|x)) from pairs (x, z ~ p(z)); its optimum is
 T*(x, z) = log q(z|x) − log p(z), so the ELBO E_q[log p(x|z) + log p(z) − log q(z|x)]
-becomes E_q[log p(x|z) − T*(x, z)], which the encoder and decoder maximise.
+becomes E_q[log p(x|z) − T*(x, z)], which the encoder and decoder maximise. With any
+other T that quantity is only the adversary's estimate of the ELBO, not a bound.
 
 :class:`AdversarialMethod` holds everything AVB and its adaptive-contrast variant
-(``avb-ac``, :mod:`.avb_ac`) share; they differ only in what the adversary sees and
-which auxiliary density r(z|x) the objective subtracts.
+(``avb-ac``, :mod:`.avb_ac`) share; they differ only in the encoder and in which
+reference r(z|x) the adversary contrasts q(z|x) with (p(z) here).
 """
 
 from __future__ import annotations
@@ -19,38 +21,40 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from vaebench.backbones import ConcatMLP
 from vaebench.config import require
 
-from .base import Method, MethodConfig, StandardNormal
+from .adversarial_nets import InnerProductAdversary, NoiseEveryLayerMLP
+from .base import Method, MethodConfig
 from .registry import register
 
 
 @dataclass(frozen=True)
 class AVBConfig(MethodConfig):
-    """Hyperparameters of AVB. Defaults: the paper's where it states one, else the authors'
-    MNIST run script (LMescheder/AdversarialVariationalBayes, experiments/avb_mnist_8).
+    """Hyperparameters of AVB. Defaults are the authors' at their last commit
+    (``experiments/avb_mnist_8/run.py`` with ``run_avae.py`` and ``avb/avb/train.py``);
+    their batch size, 128, is the study's ``train.batch_size``.
 
-    ``lr``: Adam learning rate of encoder and decoder (paper and authors' script: 1e-4).
-    ``adversary_lr``: Adam learning rate of the adversary (authors' script: 2e-4; their toy
-    notebook uses 2e-5 for encoder/decoder and 1e-4 for the adversary).
-    ``betas``: Adam's (β1, β2); the paper uses β1 = 0.5 for both optimizers.
-    ``noise_dim``: dimension of the encoder's noise ε (authors' script: 16; toy notebook: 64).
-    ``adversary_steps``: adversary updates per encoder/decoder update; the last one is
-    simultaneous with the encoder/decoder update, the others come first (authors' script:
-    1, toy notebook: 2).
-    ``adversary_hidden``: hidden widths of the adversary's MLP; empty means the study's
-    ``architecture.hidden``.
-    ``prior_in_adversary``: add −log p(z) analytically to the adversary's output, as the
-    authors' code does, so the network only has to learn log q(z|x) (up to a constant).
+    ``lr``: Adam learning rate of encoder and decoder (authors: 5e-5).
+    ``adversary_lr``: Adam learning rate of the adversary (authors: 1e-4).
+    ``betas``: Adam's (β1, β2) for both optimizers (authors: β1 = 0.5).
+    ``noise_dim``: dimension of the encoder's noise ε (authors: 32 for MNIST).
+    ``adversary_steps``: adversary updates per encoder/decoder update. The last is simultaneous
+    with the encoder/decoder update, as in the authors' ``get_train_op``; the others come
+    first, on fresh draws (authors: 1; their toy notebook: 2).
+    ``adversary_hidden``: widths of the hidden layers of each of the adversary's four branches
+    θ(x), s(z), T_x(x), T_z(z) (authors: three of 1024).
+    ``adversary_features``: dimension of the inner product ⟨θ(x), s(z)⟩ (authors: 8192).
+    ``prior_in_adversary``: add ½‖z‖² = −log p(z) + const to T analytically, as the authors
+    always do, so the network only has to learn log q(z|x).
     """
 
-    lr: float = 1e-4
+    lr: float = 5e-5
     betas: tuple[float, float] = (0.5, 0.999)
-    adversary_lr: float = 2e-4
-    noise_dim: int = 16
+    adversary_lr: float = 1e-4
+    noise_dim: int = 32
     adversary_steps: int = 1
-    adversary_hidden: tuple[int, ...] = ()
+    adversary_hidden: tuple[int, ...] = (1024, 1024, 1024)
+    adversary_features: int = 8192
     prior_in_adversary: bool = True
 
     def __post_init__(self) -> None:
@@ -60,32 +64,16 @@ class AVBConfig(MethodConfig):
         require(self.adversary_steps >= 1, f"adversary_steps must be at least 1, got {self.adversary_steps}")
         require(all(h > 0 for h in self.adversary_hidden),
                 f"adversary_hidden widths must be positive, got {list(self.adversary_hidden)}")
-
-
-class Adversary(nn.Module):
-    """T(x, u): a logit telling (x, u ~ posterior side) from (x, u ~ N(0, I)).
-
-    With ``prior_term`` the output is net(x, u) − log N(u; 0, I): the optimum
-    log q(u|x) − log N(u; 0, I) then only asks the network for log q(u|x).
-    """
-
-    def __init__(self, net: nn.Module, reference: StandardNormal, prior_term: bool) -> None:
-        super().__init__()
-        self.net = net
-        self.reference = reference
-        self.prior_term = prior_term
-
-    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        t = self.net(x, u).squeeze(-1)
-        return t - self.reference.log_prob(u) if self.prior_term else t
+        require(self.adversary_features > 0,
+                f"adversary_features must be positive, got {self.adversary_features}")
 
 
 class AdversarialTerms(NamedTuple):
-    """What one pass of an adversarial method computes, per draw and example (shape (n, B)).
+    """What one pass of an adversarial method computes, per draw and example.
 
-    ``z``: posterior draws. ``u``: what the adversary sees of them (z itself, or z
-    normalised). ``log_p_over_r``: log p(z) − log r(z|x), the analytic part of the
-    KL term (zero for plain AVB, where r = p).
+    ``z``: posterior draws, (n, B, latent). ``u``: what the adversary sees of them (z itself,
+    or z normalised by r's moments). ``log_p_over_r``: log p(z) − log r(z|x), (n, B), the
+    analytic part of the KL term (zero for plain AVB, where r = p).
     """
 
     z: torch.Tensor
@@ -93,8 +81,14 @@ class AdversarialTerms(NamedTuple):
     log_p_over_r: torch.Tensor
 
 
+#: posterior and reference draws per example for :meth:`AdversarialMethod.diagnostics`
+DIAGNOSTIC_DRAWS = 64
+
+
 class AdversarialMethod(Method):
-    """Shared machinery of AVB and AVB-AC: noise encoder, adversary, two optimizers, ELBO."""
+    """Shared machinery of AVB and AVB-AC: the inner-product adversary, two optimizers,
+    the adversary's ELBO estimate and its diagnostics. Subclasses build ``self.encoder``
+    and implement :meth:`terms`."""
 
     config_class = AVBConfig
     config: AVBConfig
@@ -102,13 +96,8 @@ class AdversarialMethod(Method):
 
     def __init__(self, config: AVBConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        self.encoder = self.backbone.encoder(self.architecture, self.data_shape, self.latent_dim,
-                                             extra_dim=config.noise_dim)
-        hidden = config.adversary_hidden or self.architecture.hidden
-        self.adversary = Adversary(
-            ConcatMLP([self.data_dim, self.latent_dim], hidden, 1, self.architecture.activation),
-            self.prior, config.prior_in_adversary,
-        )
+        self.adversary = InnerProductAdversary(self.data_dim, self.latent_dim, config.adversary_hidden,
+                                               config.adversary_features, config.prior_in_adversary)
 
     # --- the part subclasses change ---------------------------------------------------------
     def terms(self, x: torch.Tensor, n: int) -> AdversarialTerms:
@@ -116,36 +105,33 @@ class AdversarialMethod(Method):
         raise NotImplementedError
 
     # --- shared ---------------------------------------------------------------------------------
-    def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        eps = torch.randn(n, x.shape[0], self.config.noise_dim, device=x.device, dtype=x.dtype)
-        return self.encoder(x, eps)
-
     def objective(self, x: torch.Tensor, t: AdversarialTerms, t_q: torch.Tensor) -> torch.Tensor:
         """Per draw and example: log p(x|z) + log p(z) − log r(z|x) − T(x, u), the ELBO at T = T*."""
         return self.decoder.log_prob(x, t.z) + t.log_p_over_r - t_q
 
-    def adversary_loss(self, x: torch.Tensor, t_q: torch.Tensor) -> torch.Tensor:
+    def adversary_loss(self, features: tuple[torch.Tensor, torch.Tensor], t_q: torch.Tensor) -> torch.Tensor:
         """Logistic loss: posterior-side pairs are labelled 1, pairs with u ~ N(0, I) labelled 0."""
-        t_p = self.adversary(x, self.prior.sample(*t_q.shape))
+        t_p = self.adversary.score(features, self.prior.sample(*t_q.shape))
         return nn.functional.softplus(-t_q).mean() + nn.functional.softplus(t_p).mean()
 
-    def draws_per_step(self) -> int:
-        return 1
-
     def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        t = self.terms(batch, self.draws_per_step())
+        # One draw per example, as the authors do.
+        t = self.terms(batch, 1)
         # One evaluation of T on the posterior side serves both losses: apply_losses sends
-        # each loss's gradient to its own group only, so the updates are simultaneous.
-        t_q = self.adversary(batch, t.u)
+        # each loss's gradient to its own group only, so the updates are simultaneous. The
+        # x-branches of T are shared by the posterior and the prior side.
+        features = self.adversary.x_features(batch)
+        t_q = self.adversary.score(features, t.u)
         elbo = self.objective(batch, t, t_q)
-        return {"model": -elbo.mean(), "adversary": self.adversary_loss(batch, t_q),
+        return {"model": -elbo.mean(), "adversary": self.adversary_loss(features, t_q),
                 "T_posterior": t_q.mean()}
 
     def update(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         for _ in range(self.config.adversary_steps - 1):
             with torch.no_grad():  # the encoder is fixed during the extra adversary steps
-                u = self.terms(batch, self.draws_per_step()).u
-            self.apply_losses({"adversary": self.adversary_loss(batch, self.adversary(batch, u))},
+                u = self.terms(batch, 1).u
+            features = self.adversary.x_features(batch)
+            self.apply_losses({"adversary": self.adversary_loss(features, self.adversary.score(features, u))},
                               names=["adversary"])
         return super().update(batch)
 
@@ -158,15 +144,87 @@ class AdversarialMethod(Method):
         return {"model": {"lr": self.config.lr, "betas": betas},
                 "adversary": {"lr": self.config.adversary_lr, "betas": betas}}
 
+    def adversary_kl_terms(self, x: torch.Tensor, n: int) -> tuple[AdversarialTerms, torch.Tensor]:
+        """n draws per example and the adversary's KL estimate at each, T(x, u) − log p(z) + log r(z|x):
+        shape (n, B). At T = T* it is log q(z|x) − log p(z), whose mean is KL(q(z|x) ‖ p(z))."""
+        t = self.terms(x, n)
+        return t, self.adversary(x, t.u) - t.log_p_over_r
+
     def elbo(self, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
-        """E_q[log p(x|z) + log p(z) − log r(z|x) − T(x, u)]: the ELBO where T is optimal."""
-        t = self.terms(x, max(n_samples, self.draws_per_step()))
-        return self.objective(x, t, self.adversary(x, t.u)).mean(0)
+        """Not a bound: the adversary's ELBO estimate E_q[log p(x|z)] − E_q[T(x, u) − log p(z) + log r(z|x)]
+        per example, which equals the ELBO only where T is the optimal adversary."""
+        t, kl = self.adversary_kl_terms(x, n_samples)
+        return (self.decoder.log_prob(x, t.z) - kl).mean(0)
+
+    @torch.no_grad()
+    def diagnostics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per example, from ``DIAGNOSTIC_DRAWS`` posterior and as many reference draws:
+
+        ``adversary_kl``: the adversary's KL estimate E_q[T(x, u) − log p(z) + log r(z|x)];
+        ``elbo_adversary_est``: E_q[log p(x|z)] − ``adversary_kl``, the adversary's ELBO estimate;
+        ``adversary_accuracy``: the mean of the fractions of posterior draws with T > 0 and of
+        reference draws u ~ N(0, I) with T < 0 (0.5 when T cannot tell them apart);
+        ``posterior_sd_median``: the median over latent dimensions of the draws' standard deviation;
+        ``kl_gaussian_lower_bound``: ½Σ_j(m_j² + s_j² − 1 − log s_j²) from the draws' mean m and
+        sd s, KL(N(m, diag s²) ‖ p), a lower bound on KL(q(z|x) ‖ p(z)) since a Gaussian has the
+        largest entropy for given variances (estimated from the draws, with the first-order
+        small-sample bias of m² and log s² removed).
+        """
+        # in chunks of examples, so that the largest activation (draws × examples × width)
+        # stays near 2^24 elements whatever the adversary's width
+        width = max(self.data_dim, self.config.adversary_features, *self.config.adversary_hidden)
+        size = max(1, (1 << 24) // (DIAGNOSTIC_DRAWS * width))
+        parts = [self._diagnostics(chunk) for chunk in x.split(size)]
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+    def _diagnostics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = DIAGNOSTIC_DRAWS
+        t = self.terms(x, n)
+        features = self.adversary.x_features(x)
+        t_q = self.adversary.score(features, t.u)
+        t_p = self.adversary.score(features, self.prior.sample(n, x.shape[0]))
+        kl = (t_q - t.log_p_over_r).mean(0)
+        mean, var = t.z.mean(0), t.z.var(0).clamp_min(1e-12)  # finite for a collapsed posterior
+        # E[m²] = μ² + σ²/n and E[log s²] ≈ log σ² − 1/(n − 1) (Gaussian draws): corrected for both
+        kl_bound = 0.5 * (mean.square() - var / n + var - 1 - var.log() - 1 / (n - 1)).sum(-1)
+        return {
+            "adversary_kl": kl,
+            "elbo_adversary_est": self.decoder.log_prob(x, t.z).mean(0) - kl,
+            "adversary_accuracy": 0.5 * ((t_q > 0).float().mean(0) + (t_p < 0).float().mean(0)),
+            "posterior_sd_median": var.sqrt().median(-1).values,
+            "kl_gaussian_lower_bound": kl_bound,
+        }
 
 
 @register("avb")
 class AVB(AdversarialMethod):
-    """Adversarial Variational Bayes: implicit q(z|x) = f(x, ε), adversary T(x, z) vs p(z)."""
+    """Adversarial Variational Bayes: implicit q(z|x) = f(x, ε), adversary T(x, z) against p(z).
+
+    Design, after the authors' code (LMescheder/AdversarialVariationalBayes):
+
+    - encoder: ε enters through a learned linear map before every layer, x centred to
+      2x − 1 (``avb/avb/models/full0.py``; :class:`~.adversarial_nets.NoiseEveryLayerMLP`),
+      output head initialised at ~0; with ``backbone = "conv"`` the shared conv encoder,
+      which adds ε after every convolution (``avb/avb/models/conv0.py``, ``add_linear``);
+    - adversary: T(x, z) = ⟨θ(x), s(z)⟩ + T_x(x) + T_z(z) + ½‖z‖²
+      (``avb/avb/models/conv0.py``, ``adversary``; :class:`~.adversarial_nets.InnerProductAdversary`);
+    - losses: the encoder/decoder minimise E_q[−log p(x|z) + T(x, z)], the adversary the
+      logistic loss, one posterior draw per example, both updated simultaneously from one
+      graph with Adam, β1 = 0.5 (``avb/avb/__init__.py``, ``avb/avb/train.py``).
+    """
+
+    def __init__(self, config: AVBConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        if self.architecture.backbone == "mlp":
+            self.encoder = NoiseEveryLayerMLP(self.data_dim, self.architecture.hidden, self.latent_dim,
+                                              config.noise_dim, self.architecture.activation)
+        else:
+            self.encoder = self.backbone.encoder(self.architecture, self.data_shape, self.latent_dim,
+                                                 extra_dim=config.noise_dim)
+
+    def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
+        eps = torch.randn(n, x.shape[0], self.config.noise_dim, device=x.device, dtype=x.dtype)
+        return self.encoder(x, eps)
 
     def terms(self, x: torch.Tensor, n: int) -> AdversarialTerms:
         z = self.sample_posterior(x, n)

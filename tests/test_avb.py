@@ -1,4 +1,5 @@
-"""AVB and AVB with adaptive contrast: losses fall, MNIST trains, the adversary learns log q − log p."""
+"""AVB: losses fall, MNIST trains, the encoder's noise enters every layer, the inner-product
+adversary learns log q − log p, and the diagnostics report what the adversary estimates."""
 
 from __future__ import annotations
 
@@ -6,44 +7,88 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from vaebench.backbones import Architecture
 from vaebench.datasets import DataConfig, load_dataset
 from vaebench.methods import create_method
-from vaebench.methods.avb import AVB
+from vaebench.methods.adversarial_nets import NoiseEveryLayerMLP
+from vaebench.methods.avb import AVB, DIAGNOSTIC_DRAWS
 from vaebench.training import TrainConfig, train
 
 METHODS = ["avb", "avb-ac"]
 SMALL = Architecture(hidden=(32, 32))
+SMALL_ADVERSARY = {"adversary_hidden": [32, 32], "adversary_features": 16}
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_losses_fall_on_a_tiny_batch(name):
     torch.manual_seed(0)
-    method = create_method(name, {"lr": 1e-3, "adversary_lr": 1e-3, "noise_dim": 4},
+    small_basis = {"noise_basis": 4, "basis_hidden": [16], "moment_samples": 32} if name == "avb-ac" else {}
+    method = create_method(name, {"lr": 1e-3, "adversary_lr": 1e-3, "noise_dim": 4, **SMALL_ADVERSARY, **small_basis},
                            data_shape=(4,), latent_dim=2, architecture=SMALL)
     batch = torch.eye(4).repeat(8, 1)
     history = torch.stack([torch.stack([losses["model"], losses["adversary"]])
-                           for losses in (method.update(batch) for _ in range(150))])
+                           for losses in (method.update(batch) for _ in range(300))])
     model, adversary = history[:, 0], history[:, 1]
     # Both players' losses fall by a clear margin (first vs last 20 steps; noise is ~0.1).
     assert model[-20:].mean() < model[:20].mean() - 0.5
-    assert adversary[-20:].mean() < adversary[:20].mean() - 0.5
+    if name == "avb":
+        assert adversary[-20:].mean() < adversary[:20].mean() - 0.5
+    else:
+        # AC's contrast r(z|x) has q's moments, so u is close to N(0, I): its adversary starts
+        # above the loss of a guess, 2 log 2 (at 1.72, from the ½‖u‖² term), and falls to it or
+        # a little below (per-step losses scatter by ~0.04, a mean of 20 by ~0.01).
+        assert adversary[-20:].mean() < adversary[:20].mean() - 0.3
+        assert adversary[-20:].mean() < 2 * math.log(2) + 0.05
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_one_mnist_epoch_has_finite_losses(name):
     torch.manual_seed(0)
     data = load_dataset("mnist", DataConfig(train_subset=500, valid_subset=100, test_subset=100))
-    method = create_method(name, {}, data_shape=data.image_shape, latent_dim=8,
-                           architecture=Architecture(hidden=(64, 64)))
+    method = create_method(name, {"adversary_hidden": [64, 64], "adversary_features": 64},
+                           data_shape=data.image_shape, latent_dim=8, architecture=Architecture(hidden=(64, 64)))
     result = train(method, data, TrainConfig(epochs=1, batch_size=100), seed=0,
                    dynamic_binarization=True, progress=False)
     (record,) = result.history
     assert result.steps == 5
     assert {"train_model", "train_adversary", "valid_elbo"} <= set(record)
     assert all(math.isfinite(v) for v in record.values())
-    assert record["valid_elbo"] < 0  # a log-probability bound of 784 binary pixels
+    assert record["valid_elbo"] < 0  # 784 binary pixels: log p(x|z) is far below 0 at any T this early
+
+
+def test_encoder_noise_enters_every_layer():
+    """As in the authors' full0.py: ε is added (through its own linear map) before every
+    layer, the output layer included. With only layer k's noise map left on, the output still
+    depends on ε, for every k; with all of them off, it does not."""
+    torch.manual_seed(0)
+    method = create_method("avb", {"noise_dim": 3, **SMALL_ADVERSARY}, data_shape=(5,), latent_dim=2,
+                           architecture=Architecture(hidden=(8, 8, 8)))
+    encoder = method.encoder
+    assert isinstance(encoder, NoiseEveryLayerMLP)
+    assert len(encoder.noise) == len(encoder.layers) == 4  # input, three hidden layers
+    nn.init.normal_(encoder.layers[-1].weight)  # the authors' ~0 output init would hide everything
+    x = torch.rand(6, 5)
+    eps = torch.randn(2, 6, 3)
+
+    def spread() -> float:
+        with torch.no_grad():
+            z = encoder(x, eps)
+        return (z[0] - z[1]).abs().max().item()
+
+    saved = [(m.weight.clone(), m.bias.clone()) for m in encoder.noise]
+    with torch.no_grad():
+        for m in encoder.noise:
+            m.weight.zero_(), m.bias.zero_()
+    assert spread() == 0
+    for k, (weight, bias) in enumerate(saved):
+        with torch.no_grad():
+            encoder.noise[k].weight.copy_(weight)
+            encoder.noise[k].bias.copy_(bias)
+        assert spread() > 1e-3, f"noise does not reach the output through layer {k}"
+        with torch.no_grad():
+            encoder.noise[k].weight.zero_(), encoder.noise[k].bias.zero_()
 
 
 class KnownGaussianPosterior(AVB):
@@ -59,12 +104,18 @@ class KnownGaussianPosterior(AVB):
         q = torch.distributions.Normal(x @ self.LOC, x @ self.SCALE)
         return q.log_prob(z).sum(-1) - self.prior.log_prob(z)
 
+    def exact_kl(self, x: torch.Tensor) -> torch.Tensor:
+        loc, scale = x @ self.LOC, x @ self.SCALE
+        return 0.5 * (loc.square() + scale.square() - 1 - 2 * scale.log()).sum(-1)
+
 
 @pytest.mark.parametrize("prior_in_adversary", [True, False])
-def test_adversary_learns_the_log_density_ratio(prior_in_adversary):
+def test_inner_product_adversary_learns_the_log_density_ratio(prior_in_adversary):
+    """Trained alone to its optimum, T(x, z) = ⟨θ(x), s(z)⟩ + T_x + T_z (+ ½‖z‖²) is
+    log q(z|x) − log p(z) on a case where that is known in closed form."""
     torch.manual_seed(0)
     method = KnownGaussianPosterior(
-        KnownGaussianPosterior.config_class(adversary_lr=1e-3, adversary_hidden=(64, 64),
+        KnownGaussianPosterior.config_class(adversary_lr=1e-3, adversary_hidden=(64, 64), adversary_features=16,
                                             prior_in_adversary=prior_in_adversary),
         data_shape=(2,), latent_dim=2)
     optimizer = method.configure_optimizers()["adversary"]
@@ -82,7 +133,57 @@ def test_adversary_learns_the_log_density_ratio(prior_in_adversary):
         error = method.adversary(x, z) - truth
     # The ratio varies by ~0.75 nats (mean absolute deviation) over these draws and an
     # untrained T errs by > 1, so 0.25 means T found the shape of log q − log p; its mean,
-    # the KL term of the ELBO, must be right to 0.1 nats.
+    # the KL term of the ELBO, must be right to 0.1 nats (the two KLs are 1.3 and 1.6 nats).
     assert (truth - truth.mean()).abs().mean().item() > 0.5
     assert error.abs().mean().item() < 0.25
     assert abs(error.mean().item()) < 0.1
+
+
+class LinearAdversary(nn.Module):
+    """A hand-made adversary T(x, z) = z₀ + 2·x₀ − 0.5, with the x_features/score interface."""
+
+    def x_features(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x[..., 0] - 0.5
+
+    def score(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return z[..., 0] + features
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.score(self.x_features(x), z)
+
+
+def test_diagnostics_report_the_adversarys_estimates():
+    torch.manual_seed(0)
+    method = KnownGaussianPosterior(KnownGaussianPosterior.config_class(adversary_hidden=(8,), adversary_features=4),
+                                    data_shape=(2,), latent_dim=2, architecture=SMALL)
+    method.adversary = LinearAdversary()
+    x = torch.eye(2).repeat(2000, 1)
+    diagnostics = method.diagnostics(x)
+    assert set(diagnostics) == {"adversary_kl", "elbo_adversary_est", "adversary_accuracy",
+                                "posterior_sd_median", "kl_gaussian_lower_bound"}
+    assert all(v.shape == (4000,) for v in diagnostics.values())
+
+    def check(name: str, exact: torch.Tensor) -> None:
+        """Per data point, the mean over its 2,000 copies is within 4 standard errors of exact."""
+        values = diagnostics[name].reshape(2000, 2)
+        sem = values.std(0) / 2000 ** 0.5
+        assert ((values.mean(0) - exact).abs() < 4 * sem + 1e-6).all(), (name, values.mean(0), exact)
+
+    loc, scale = KnownGaussianPosterior.LOC, KnownGaussianPosterior.SCALE
+    t_mean = loc[:, 0] + torch.tensor([1.5, -0.5])
+    check("adversary_kl", t_mean)  # E_q[T], T taken as the log-ratio estimate (r = p for AVB)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    # T > 0 on a posterior draw iff z₀ > 0.5 − 2x₀; T < 0 on a prior draw iff η₀ < 0.5 − 2x₀
+    threshold = torch.tensor([-1.5, 0.5])
+    accuracy = 0.5 * (1 - normal.cdf((threshold - loc[:, 0]) / scale[:, 0]) + normal.cdf(threshold))
+    check("adversary_accuracy", accuracy)
+    # the ELBO estimate is E_q[log p(x|z)] − E_q[T] draw by draw
+    with torch.no_grad():
+        torch.manual_seed(1)
+        z = method.sample_posterior(x, DIAGNOSTIC_DRAWS)
+        recon = method.decoder.log_prob(x, z).mean(0).reshape(2000, 2).mean(0)
+    check("elbo_adversary_est", recon - t_mean)
+    # a Gaussian posterior attains the Gaussian-moment bound: it is the exact KL
+    check("kl_gaussian_lower_bound", method.exact_kl(torch.eye(2)))
+    assert torch.allclose(diagnostics["posterior_sd_median"].reshape(2000, 2).mean(0),
+                          scale.median(-1).values, rtol=0.05)
