@@ -34,11 +34,12 @@ class BurdaAdam(torch.optim.Optimizer):
     (their code ascends the bound; we descend the loss, its negative).
 
     Speed: the step runs torch's fused Adam kernel (one pass over all parameters; foreach
-    where fusing is unsupported). The lag makes the model's parameters one update behind a
-    shadow copy q that follows the usual order (moments first): step t sets p ← q, then
-    moves q by Adam at step count t + 1 with ε scaled by 1/sqrt(1 − β2^(t+1)), which is the
-    update above with ε after the square root. The shadow copies are optimizer state, so
-    they are saved and restored with :meth:`state_dict`.
+    where fusing is unsupported), whose order is the usual one, moments first. The lag then
+    means feeding it each gradient one step late: step t runs the kernel on g_(t−1), at step
+    count t with ε scaled by 1/sqrt(1 − β2^t) (which puts ε after the square root), and keeps
+    g_t for the next step. The step takes the gradients: ``p.grad`` is None after it, so no
+    copy is needed and zeroing them cannot touch the kept ones. The kept gradients are
+    optimizer state, so they are saved and restored with :meth:`state_dict`.
     """
 
     def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float = 1e-3,
@@ -48,16 +49,6 @@ class BurdaAdam(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "step": 0})
         for group in self.param_groups:
             group["fused"] = all(p.device.type in ("cpu", "cuda") for p in group["params"])
-
-    def _state(self, p: torch.Tensor, fused: bool) -> dict[str, torch.Tensor]:
-        state = self.state[p]
-        if not state:
-            # step 1 here is the fused kernel's t + 1 at t = 0 (it counts before it updates)
-            state["step"] = torch.ones((), dtype=torch.float32, device=p.device if fused else "cpu")
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.ones_like(p, memory_format=torch.preserve_format)
-            state["shadow"] = p.detach().clone(memory_format=torch.preserve_format)
-        return state
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -69,19 +60,27 @@ class BurdaAdam(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            states = [self._state(p, group["fused"]) for p in params]
-            shadows = [s["shadow"] for s in states]
-            beta1, beta2 = group["betas"]
             group["step"] += 1  # a Python count beside the kernel's tensors: no device read
-            t1 = group["step"] + 1
-            torch._foreach_copy_(params, shadows)
-            adam_functional(
-                shadows, [p.grad for p in params], [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states],
-                fused=group["fused"], foreach=None if group["fused"] else True,
-                amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
-                eps=group["eps"] / math.sqrt(1 - beta2 ** t1), maximize=False,
-            )
+            t = group["step"]
+            if t == 1:  # m = 0: the parameters stay; the moments wait for this gradient
+                for p in params:
+                    self.state[p].update(
+                        step=torch.ones((), dtype=torch.float32, device=p.device if group["fused"] else "cpu"),
+                        exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
+                        exp_avg_sq=torch.ones_like(p, memory_format=torch.preserve_format))
+            else:
+                states = [self.state[p] for p in params]
+                beta1, beta2 = group["betas"]
+                adam_functional(
+                    params, [s["delayed_grad"] for s in states], [s["exp_avg"] for s in states],
+                    [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states],
+                    fused=group["fused"], foreach=None if group["fused"] else True,
+                    amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+                    eps=group["eps"] / math.sqrt(1 - beta2 ** t), maximize=False,
+                )
+            for p in params:
+                self.state[p]["delayed_grad"] = p.grad
+                p.grad = None
         return loss
 
 

@@ -1,6 +1,7 @@
 import pytest
 
 from vaebench.errors import ConfigError
+from vaebench.study import load_study
 from vaebench.schedules import burda2016_stages, lr_scale, stage_index, total_passes
 from vaebench.training import TrainConfig
 
@@ -26,3 +27,19 @@ def test_train_config_budget_defaults_to_the_schedules_passes():
     assert TrainConfig(lr_stages=((2, 1.0),), epochs=1).epochs == 1
     with pytest.raises(ConfigError, match="lr_stages"):
         TrainConfig(lr_stages=((0, 1.0),))
+
+
+def test_burda2016_preset_runs_the_papers_protocol():
+    study = load_study("burda2016")
+    assert [s.label for s in study.methods] == ["vae", "iwae-k5", "iwae-k50"]
+    expected = burda2016_stages()
+    assert [p for p, _ in study.train.lr_stages] == [p for p, _ in expected]
+    assert [s for _, s in study.train.lr_stages] == pytest.approx([s for _, s in expected], rel=1e-12)
+    assert study.train.epochs == 3280 and study.train.batch_size == 20 and not study.train.shuffle
+    assert study.data.valid_from_train == 400 and study.data.test_subset is None
+    assert study.architecture.hidden == (200, 200) and study.architecture.activation == "tanh"
+    assert study.eval.is_samples == 5000 and study.latent_dims == (50,)
+    configs = {run.label: run.method_config for run in study.cells()}
+    assert configs["vae"]["analytic_kl"] is False
+    assert [configs[label].get("k") for label in configs] == [None, 5, 50]
+    assert all(c["optimizer"] == "burda-adam" and c["betas"] == [0.99, 0.999] for c in configs.values())
