@@ -33,17 +33,53 @@ class Architecture:
     hidden layers of encoder, decoder and adversary bodies. ``activation``: their
     nonlinearity. The ``conv`` backbone has the AVB authors' fixed MNIST architecture and
     ignores ``hidden`` and ``activation``.
+
+    ``init``: the initial weights of the ``mlp`` backbone's encoder and decoder: ``torch``
+    (PyTorch's default) or ``glorot`` (uniform on ±sqrt(6 / (fan_in + fan_out)), Glorot &
+    Bengio 2010, with zero biases). ``output_bias``: the decoder's output bias, ``init``
+    (as the scheme above leaves it) or ``mean-logit``: the logit of the mean training image,
+    clipped to [0.001, 0.999] (Burda et al. 2016), set from the training split when
+    training starts.
     """
 
     backbone: str = "mlp"
     hidden: tuple[int, ...] = (300, 300)
     activation: Literal["relu", "elu", "softplus", "tanh", "leaky_relu"] = "relu"
+    init: Literal["torch", "glorot"] = "torch"
+    output_bias: Literal["init", "mean-logit"] = "init"
 
     def __post_init__(self) -> None:
         require(len(self.hidden) > 0 and all(h > 0 for h in self.hidden),
                 f"hidden layer widths must be positive, got {list(self.hidden)}")
         require(self.backbone in BACKBONES,
                 f"unknown backbone {self.backbone!r}; registered backbones: {', '.join(BACKBONES.names())}")
+
+
+def glorot_init_(module: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases for every ``nn.Linear`` in ``module``, in place."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
+
+
+#: the clip of the mean pixel before its logit becomes the decoder's output bias (Burda et al.)
+MEAN_CLIP = (0.001, 0.999)
+
+
+@torch.no_grad()
+def set_output_bias_to_mean_logit(decoder_net: nn.Module, train: torch.Tensor) -> None:
+    """Set the bias of the decoder's last linear layer to logit(clip(mean of ``train``)).
+
+    ``train``: (N, D) training images; D must be the layer's output width.
+    """
+    layers = [m for m in decoder_net.modules() if isinstance(m, nn.Linear)]
+    require(bool(layers) and layers[-1].out_features == train.shape[-1],
+            "architecture.output_bias = 'mean-logit' needs a decoder that ends in a linear layer "
+            "over the pixels (the mlp backbone)")
+    mean = train.mean(0, dtype=torch.float64).clamp(*MEAN_CLIP)
+    layers[-1].bias.copy_(torch.logit(mean))
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu") -> nn.Sequential:
@@ -90,11 +126,13 @@ class MLPBackbone:
     def encoder(self, arch: Architecture, data_shape: tuple[int, ...], out_dim: int,
                 extra_dim: int = 0) -> nn.Module:
         dim = int(torch.Size(data_shape).numel())
-        return ConcatMLP([dim, extra_dim] if extra_dim else [dim], arch.hidden, out_dim, arch.activation)
+        net = ConcatMLP([dim, extra_dim] if extra_dim else [dim], arch.hidden, out_dim, arch.activation)
+        return glorot_init_(net) if arch.init == "glorot" else net
 
     def decoder(self, arch: Architecture, latent_dim: int, data_shape: tuple[int, ...]) -> nn.Module:
         dim = int(torch.Size(data_shape).numel())
-        return mlp(latent_dim, tuple(reversed(arch.hidden)), dim, arch.activation)
+        net = mlp(latent_dim, tuple(reversed(arch.hidden)), dim, arch.activation)
+        return glorot_init_(net) if arch.init == "glorot" else net
 
 
 def _image_shape(data_shape: tuple[int, ...]) -> tuple[int, int, int]:

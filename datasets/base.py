@@ -20,17 +20,24 @@ class DataConfig:
     ``fixed`` draws once (seeded), ``threshold`` rounds at 0.5, ``none`` keeps grey levels.
     ``eval_binarization`` applies to validation and test sets and is never dynamic, so
     evaluation numbers are reproducible.
+
+    ``valid_from_train``: take the validation set as the last N images of the loader's
+    training and validation splits joined in order (for MNIST and Fashion-MNIST: the 60,000
+    original training images in their published order) and train on the rest; unset keeps
+    the loader's own split. Burda et al. (2016) hold out the last 400.
+    The ``*_subset`` options then keep the first N of each split (unset: all of it).
     """
 
     train_binarization: Binarization = "dynamic"
     eval_binarization: Literal["fixed", "threshold", "none"] = "fixed"
     binarization_seed: int = 1234
+    valid_from_train: int | None = None
     train_subset: int | None = None
     valid_subset: int | None = None
     test_subset: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("train_subset", "valid_subset", "test_subset"):
+        for name in ("valid_from_train", "train_subset", "valid_subset", "test_subset"):
             value = getattr(self, name)
             require(value is None or value > 0, f"{name} must be positive, got {value}")
 

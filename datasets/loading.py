@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
+from vaebench.config import require
+
 from .base import DataConfig, DataSplits
 from .binarize import binarize_eval, dynamic_binarization, fixed_binarization, threshold_binarization
 from .registry import DATASETS
@@ -19,8 +21,14 @@ def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
     """
     config = config or DataConfig()
     splits = DATASETS.get(name)()
-    train = splits.train[: config.train_subset]
-    valid = splits.valid[: config.valid_subset]
+    train, valid = splits.train, splits.valid
+    if config.valid_from_train is not None:
+        pool = torch.cat([train, valid])
+        n = config.valid_from_train
+        require(n < len(pool), f"data.valid_from_train = {n} leaves no training images of {name}'s {len(pool)}")
+        train, valid = pool[:-n], pool[-n:]
+    train = train[: config.train_subset]
+    valid = valid[: config.valid_subset]
     test = splits.test[: config.test_subset]
     if not splits.binary:
         # Different seeds per split: the validation and test draws must be independent.
@@ -34,21 +42,24 @@ def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
 
 
 class TrainBatches:
-    """Shuffled mini-batches of a training set that lives on the training device.
+    """Mini-batches of a training set that lives on the training device, shuffled or in order.
 
-    Each epoch draws one permutation and, for dynamic binarization, one Bernoulli draw
-    of the whole shuffled set; batches are then views, so no Python loop touches examples.
+    Each epoch draws one permutation (with ``shuffle``) and, for dynamic binarization, one
+    Bernoulli draw of the whole epoch; batches are then views, so no Python loop touches
+    examples. Every example gets fresh bits each time a minibatch shows it, exactly as when
+    each minibatch is binarised on its own (Burda et al.), but with one kernel per epoch.
     The generator's state is part of a checkpoint, so a resumed run sees the same batches.
     """
 
     def __init__(self, train: torch.Tensor, batch_size: int, *, dynamic: bool, seed: int,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = True, shuffle: bool = True) -> None:
         if batch_size > len(train) and drop_last:
             raise ValueError(f"batch size {batch_size} exceeds the {len(train)} training examples")
         self.train = train
         self.batch_size = batch_size
         self.dynamic = dynamic
         self.drop_last = drop_last
+        self.shuffle = shuffle
         self.generator = torch.Generator(device=train.device).manual_seed(seed)
 
     def __len__(self) -> int:
@@ -57,8 +68,11 @@ class TrainBatches:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         n = len(self) * self.batch_size if self.drop_last else len(self.train)
-        perm = torch.randperm(len(self.train), generator=self.generator, device=self.train.device)[:n]
-        epoch = self.train[perm]
+        if self.shuffle:
+            perm = torch.randperm(len(self.train), generator=self.generator, device=self.train.device)[:n]
+            epoch = self.train[perm]
+        else:
+            epoch = self.train[:n]
         if self.dynamic:
             epoch = dynamic_binarization(epoch, self.generator)
         return iter(epoch.split(self.batch_size))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch import nn
 
-from vaebench.backbones import Architecture, get_backbone
+from vaebench.backbones import Architecture, get_backbone, set_output_bias_to_mean_logit
 from vaebench.config import require
+from vaebench.optim import make_optimizer
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -28,13 +29,19 @@ class MethodConfig:
     """Hyperparameters every method has. Subclasses add their own fields.
 
     ``lr``: Adam's learning rate for the encoder and decoder. ``betas``: Adam's β1, β2.
+    ``optimizer``: ``adam`` (torch's) or ``burda-adam`` (the IWAE authors' variant, see
+    :class:`vaebench.optim.BurdaAdam`), for every parameter group. ``eps``: the optimizer's ε
+    (unset: its own default, 1e-8 for adam, 1e-4 for burda-adam).
     """
 
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
+    optimizer: Literal["adam", "burda-adam"] = "adam"
+    eps: float | None = None
 
     def __post_init__(self) -> None:
         require(self.lr > 0, f"lr must be positive, got {self.lr}")
+        require(self.eps is None or self.eps > 0, f"eps must be positive, got {self.eps}")
         require(all(0 <= b < 1 for b in self.betas), f"betas must lie in [0, 1), got {list(self.betas)}")
 
 
@@ -144,6 +151,12 @@ class Method(nn.Module):
         adversary's KL estimate; evaluation stores them beside the metrics. Default: none."""
         return {}
 
+    def init_from_data(self, train: torch.Tensor) -> None:
+        """Data-dependent initialisation, run once before the first training step: the decoder's
+        output bias when ``architecture.output_bias`` is ``mean-logit``."""
+        if self.architecture.output_bias == "mean-logit":
+            set_output_bias_to_mean_logit(self.decoder.net, train)
+
     # --- optimisation ----------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Which parameters each optimizer updates; each group minimises the loss of its name."""
@@ -154,14 +167,11 @@ class Method(nn.Module):
         return {"model": {"lr": self.config.lr, "betas": tuple(self.config.betas)}}
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Build one Adam per parameter group on the model's current device."""
+        """Build one optimizer (``config.optimizer``) per parameter group on the model's current device."""
         settings = self.optimizer_settings()
         groups = self.param_groups()
-        device = next(self.parameters()).device
-        # fused Adam runs one kernel for all parameters; foreach is the fallback
-        fused = device.type in ("cuda", "cpu")
         self.optimizers = {
-            name: torch.optim.Adam(params, **settings[name], fused=fused, foreach=None if fused else True)
+            name: make_optimizer(self.config.optimizer, params, **settings[name], eps=self.config.eps)
             for name, params in groups.items()
         }
         self._groups = groups

@@ -69,3 +69,27 @@ def test_every_method_builds_and_steps_on_the_conv_backbone(images, name):
     losses = method.update(images[:2])
     assert all(torch.isfinite(v) for v in losses.values())
     assert method.sample_posterior(images[:2], 3).shape == (3, 2, 4)
+
+
+def test_glorot_init_is_uniform_within_the_glorot_bound_with_zero_biases():
+    torch.manual_seed(0)
+    arch = Architecture(hidden=(200, 200), activation="tanh", init="glorot")
+    decoder = get_backbone("mlp").decoder(arch, 50, MNIST_SHAPE)
+    linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(50, 200), (200, 200), (200, 784)]
+    assert isinstance(decoder[1], torch.nn.Tanh)
+    for m in linears:
+        bound = (6 / (m.in_features + m.out_features)) ** 0.5
+        w = m.weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
+        # the variance of U(−b, b) is b²/3
+        assert w.var().item() == pytest.approx(bound ** 2 / 3, rel=0.05)
+        assert (m.bias == 0).all()
+
+
+def test_mean_logit_output_bias_needs_a_linear_output_layer():
+    torch.manual_seed(0)
+    vae = create_method("vae", {}, data_shape=MNIST_SHAPE, latent_dim=2,
+                        architecture=Architecture(backbone="conv", output_bias="mean-logit"))
+    with pytest.raises(ConfigError, match="output_bias"):
+        vae.init_from_data(torch.rand(10, 784))

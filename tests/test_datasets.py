@@ -120,3 +120,28 @@ def test_a_file_failing_the_checksum_is_never_unpickled(tmp_path, monkeypatch):
         mnist.fetch_mnist(tmp_path)
     with pytest.raises(ChecksumError):
         mnist.read_mnist_pickle(bad)
+
+
+def test_valid_from_train_holds_out_the_last_images_of_the_joined_training_pool():
+    plain = load_dataset("mnist", DataConfig(eval_binarization="none"))
+    data = load_dataset("mnist", DataConfig(eval_binarization="none", valid_from_train=400))
+    assert data.sizes() == {"train": 59_600, "valid": 400, "test": 10_000}
+    pool = torch.cat([plain.train, plain.valid])
+    assert torch.equal(data.train, pool[:-400]) and torch.equal(data.valid, pool[-400:])
+    assert torch.equal(data.test, plain.test)
+    # subsets cut the new splits
+    cut = load_dataset("mnist", DataConfig(valid_from_train=400, train_subset=100, valid_subset=50))
+    assert cut.sizes()["train"] == 100 and cut.sizes()["valid"] == 50
+
+
+def test_unshuffled_batches_keep_the_order_and_draw_fresh_bits():
+    x = torch.rand(50, 8)
+    batches = TrainBatches(x, batch_size=10, dynamic=False, seed=0, shuffle=False)
+    assert torch.equal(torch.cat(list(batches)), x)
+    binary = TrainBatches(x, batch_size=10, dynamic=True, seed=0, shuffle=False)
+    first, second = torch.cat(list(binary)), torch.cat(list(binary))
+    assert not torch.equal(first, second)
+    # in order: pixels with probability 0 or 1 come out as exactly those
+    x[:, 0], x[:, 1] = 0.0, 1.0
+    bits = torch.cat(list(binary))
+    assert (bits[:, 0] == 0).all() and (bits[:, 1] == 1).all()

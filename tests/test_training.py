@@ -1,8 +1,10 @@
 import json
+import math
 
 import pytest
 import torch
 
+from vaebench.backbones import Architecture
 from vaebench.checkpoint import load_checkpoint
 from vaebench.errors import TrainingDiverged
 from vaebench.methods import create_method
@@ -68,3 +70,49 @@ def test_divergence_is_detected(mnist_small):
     with pytest.raises(TrainingDiverged, match="diverged"):
         train(model, mnist_small, TrainConfig(epochs=1, batch_size=100), seed=0,
               dynamic_binarization=False, progress=False)
+
+
+def _burda_vae(data, seed=0):
+    torch.manual_seed(seed)
+    return create_method("vae", {"optimizer": "burda-adam", "betas": [0.99, 0.999], "analytic_kl": False},
+                         data_shape=data.image_shape, latent_dim=4,
+                         architecture=Architecture(hidden=(20,), activation="tanh", init="glorot",
+                                                   output_bias="mean-logit"))
+
+
+def test_staged_schedule_sets_the_rates_per_epoch_and_resumes_mid_stage_bit_identically(mnist_small, tmp_path):
+    stages = ((1, 1.0), (3, 0.5))
+    config = TrainConfig(batch_size=100, lr_stages=stages, shuffle=False, valid_every=2)
+    assert config.epochs == 4
+    straight = _burda_vae(mnist_small)
+    torch.manual_seed(7)
+    full = train(straight, mnist_small, config, seed=3, dynamic_binarization=True, progress=False)
+    assert [h["lr_scale"] for h in full.history] == [1.0, 0.5, 0.5, 0.5]
+    assert straight.optimizers["model"].param_groups[0]["lr"] == 0.5e-3
+
+    # stopped after epoch 2, in the middle of the second stage, and resumed in a fresh model
+    first = _burda_vae(mnist_small)
+    torch.manual_seed(7)
+    train(first, mnist_small, TrainConfig(batch_size=100, lr_stages=stages, shuffle=False, valid_every=2, epochs=2),
+          seed=3, dynamic_binarization=True, checkpoint_dir=tmp_path, progress=False)
+    resumed = _burda_vae(mnist_small, seed=123)
+    result = train(resumed, mnist_small, config, seed=3, dynamic_binarization=True, checkpoint_dir=tmp_path,
+                   progress=False)
+    assert result.resumed_from_epoch == 2
+    assert resumed.optimizers["model"].param_groups[0]["step"] == 4 * 10
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in full.history]
+
+
+def test_output_bias_starts_at_the_logit_of_the_mean_training_image(mnist_small):
+    model = _burda_vae(mnist_small)
+    # no steps: training with a zero budget is not allowed, so call the hook train() runs first
+    model.init_from_data(mnist_small.train)
+    mean = mnist_small.train.double().mean(0).clamp(0.001, 0.999)
+    expected = torch.log(mean / (1 - mean)).float()
+    assert torch.equal(model.decoder.net[-1].bias.detach(), expected)
+    # all-black pixels hit the clip: logit(0.001) = −log(999)
+    assert (mnist_small.train[:, 0] == 0).all()
+    assert model.decoder.net[-1].bias[0].item() == pytest.approx(-math.log(999), rel=1e-6)
