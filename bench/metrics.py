@@ -45,8 +45,9 @@ def mean_and_sem(per_example: Mapping[str, torch.Tensor | np.ndarray]) -> dict[s
     out: dict[str, float] = {}
     for name, values in per_example.items():
         v = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
-        out[name] = float(v.mean()) if len(v) else math.nan
-        out[f"{name}_sem"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+        with np.errstate(invalid="ignore"):  # inf − inf in the spread of an infinite column: NaN is right
+            out[name] = float(v.mean()) if len(v) else math.nan
+            out[f"{name}_sem"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
     return out
 
 
