@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from vaebench.methods import Method
 
-from .ais import Density, Gaussian, ais_log_likelihood, bdmc, bernoulli_sampler
+from .ais import Gaussian, Initial, ais_log_likelihood, bdmc, bernoulli_sampler
 from .config import require
 from .metrics import gaussian_moments, importance_sampled_log_likelihood, mean_and_sem, posterior_pass
 from .quadrature import aggregate_kl, quadrature_log_likelihood
@@ -61,7 +61,9 @@ class EvalConfig:
     ``ais_pilot_chains`` chains, then frozen. ``ais_initial``: ``posterior`` starts each
     image's chains from a Gaussian fitted to its posterior draws (for a Gaussian q(z|x) that
     is q itself up to sampling noise; for implicit posteriors the only density at hand),
-    ``prior`` from N(0, I). ``bdmc_examples``: pairs simulated from the model for the BDMC
+    ``prior`` from N(0, I), ``auto`` (the default) runs the pilot from both and keeps, per
+    image, the start whose pilot estimate is higher: a posterior much narrower than the true
+    one (AVB's, measured) makes the fitted start far worse than the prior. ``bdmc_examples``: pairs simulated from the model for the BDMC
     gap at the same settings (0 skips it).
     """
 
@@ -76,7 +78,7 @@ class EvalConfig:
     ais_chains: int = 16
     ais_leapfrog: int = 5
     ais_schedule: Literal["sigmoid", "linear"] = "sigmoid"
-    ais_initial: Literal["posterior", "prior"] = "posterior"
+    ais_initial: Literal["auto", "posterior", "prior"] = "auto"
     ais_pilot_steps: int | None = None
     ais_pilot_chains: int = 4
     bdmc_examples: int = 0
@@ -148,7 +150,8 @@ def evaluate(method: Method, test: torch.Tensor, config: EvalConfig, *, progress
     and ``log_likelihood_is``; for implicit posteriors ``kl_gaussian_lower_bound`` and
     ``elbo_upper_bound`` instead (see :func:`vaebench.metrics.posterior_pass`); whatever
     ``method.diagnostics`` returns; with ``quadrature`` ``exact_log_likelihood``; with
-    ``ais_steps`` ``log_likelihood_ais``, ``ais_ess``, ``ais_acceptance``, ``ais_step_size``.
+    ``ais_steps`` ``log_likelihood_ais``, ``ais_ess``, ``ais_acceptance``, ``ais_step_size``, and
+    with ``ais_initial = "auto"`` ``ais_prior_start`` (1 where the pilot chose the prior).
     """
     tic = time.perf_counter()
     method.eval()
@@ -183,13 +186,14 @@ def evaluate(method: Method, test: torch.Tensor, config: EvalConfig, *, progress
             timed("quadrature", t)
         if config.ais_steps:
             t = time.perf_counter()
-            start: Density | None = (fitted_gaussian(result.mean, result.cov, chunk.dtype)
-                                     if config.ais_initial == "posterior" else None)
+            start = _initial(config, lambda: fitted_gaussian(result.mean, result.cov, chunk.dtype))
             ais = ais_log_likelihood(method.decoder, chunk, method.latent_dim, initial=start, **_ais_settings(config),
                                      progress=progress)
             for name, value in (("log_likelihood_ais", ais.log_likelihood), ("ais_ess", ais.ess),
                                 ("ais_acceptance", ais.acceptance_rate), ("ais_step_size", ais.step_size)):
                 columns[name].append(value)
+            if ais.start is not None:
+                columns["ais_prior_start"].append(ais.start.float())  # candidates: [fitted, prior]
             timed("ais", t)
     per_example = {name: _to_numpy(values) for name, values in columns.items()}
     summary = mean_and_sem(per_example)
@@ -219,6 +223,16 @@ def evaluate(method: Method, test: torch.Tensor, config: EvalConfig, *, progress
     return evaluation
 
 
+def _initial(config: EvalConfig, fitted) -> Initial:
+    """The AIS start ``config.ais_initial`` asks for; ``fitted()`` builds the posterior's Gaussian."""
+    if config.ais_initial == "prior":
+        return None
+    start = fitted()
+    if config.ais_initial == "posterior":
+        return start
+    return [start, Gaussian.standard(*start.loc.shape, device=start.loc.device, dtype=start.loc.dtype)]
+
+
 def _ais_settings(config: EvalConfig) -> dict:
     return dict(n_chains=config.ais_chains, n_steps=config.ais_steps, leapfrog_steps=config.ais_leapfrog,
                 schedule=config.ais_schedule, pilot_steps=config.ais_pilot_steps,
@@ -227,8 +241,8 @@ def _ais_settings(config: EvalConfig) -> dict:
 
 def _bdmc_summary(method: Method, config: EvalConfig, device: torch.device, progress: bool) -> dict[str, float]:
     """BDMC on ``bdmc_examples`` images simulated from the model, at the AIS settings and start."""
-    def initial_fn(x: torch.Tensor) -> Density | None:
-        return _posterior_start(method, x, config.posterior_samples) if config.ais_initial == "posterior" else None
+    def initial_fn(x: torch.Tensor) -> Initial:
+        return _initial(config, lambda: _posterior_start(method, x, config.posterior_samples))
 
     parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     for offset in range(0, config.bdmc_examples, config.batch_size):
