@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -83,7 +83,6 @@ class Gaussian:
     """
 
     def __init__(self, loc: torch.Tensor, cov: torch.Tensor) -> None:
-        self.cov = cov
         chol = torch.linalg.cholesky(cov.double())
         eye = torch.eye(loc.shape[-1], dtype=torch.float64, device=loc.device)
         self.loc = loc
@@ -91,18 +90,6 @@ class Gaussian:
         self.inv_tril = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).to(loc.dtype)
         self.precision = (self.inv_tril.mT @ self.inv_tril)
         self.const = (-chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) - 0.5 * loc.shape[-1] * LOG_2PI).to(loc.dtype)
-
-    @classmethod
-    def standard(cls, batch: int, dim: int, device: torch.device, dtype: torch.dtype = torch.float32) -> Gaussian:
-        """The prior N(0, I) for each of ``batch`` examples."""
-        eye = torch.eye(dim, dtype=torch.float64, device=device)
-        return cls(torch.zeros(batch, dim, device=device, dtype=dtype), eye.expand(batch, dim, dim))
-
-    @classmethod
-    def choose(cls, candidates: Sequence[Gaussian], index: torch.Tensor) -> Gaussian:
-        """Example b's Gaussian from ``candidates[index[b]]``."""
-        b = torch.arange(len(index), device=index.device)
-        return cls(torch.stack([c.loc for c in candidates])[index, b], torch.stack([c.cov for c in candidates])[index, b])
 
     def sample(self, n: int) -> torch.Tensor:
         eps = torch.randn(n, *self.loc.shape, device=self.loc.device, dtype=self.loc.dtype)
@@ -148,7 +135,6 @@ class AISResult:
     ``acceptance_rate``: fraction of HMC proposals accepted per example, (B,).
     ``step_sizes``: the frozen step sizes used (from the pilot run, whose cost is included in
     ``evaluations``). ``step_size``: their geometric mean over the transitions, (B,).
-    ``start``: with several candidate starts, the index of the one each example used, (B,).
     ``evaluations``: log-likelihood-and-gradient evaluations per example, summed over chains,
     pilot included (for cost accounting).
     """
@@ -160,7 +146,6 @@ class AISResult:
     step_sizes: StepSizes
     step_size: torch.Tensor
     evaluations: int
-    start: torch.Tensor | None = None
 
 
 @dataclass
@@ -422,36 +407,20 @@ def _start(initial: Density | None, batch: int, latent_dim: int, x: torch.Tensor
     return initial if initial is not None else _StandardNormal((batch, latent_dim), x.device, x.dtype)
 
 
-Initial = Density | Sequence[Gaussian] | None
-
-
 def pilot(model: Model, x: torch.Tensor, latent_dim: int, *, n_steps: int, leapfrog_steps: int = 10,
-          n_chains: int = PILOT_CHAINS, schedule: Schedule = "sigmoid", initial: Initial = None,
-          seed: int | None = None) -> tuple[Density, StepSizes, torch.Tensor | None, int]:
-    """A short adaptive AIS run of ``n_steps`` temperatures that tunes the HMC step sizes.
+          n_chains: int = PILOT_CHAINS, schedule: Schedule = "sigmoid", initial: Density | None = None,
+          seed: int | None = None) -> tuple[StepSizes, int]:
+    """Tune HMC step sizes in a short adaptive AIS run of ``n_steps`` temperatures.
 
-    ``initial``: a starting density (default: the prior), or several candidate Gaussians:
-    then a pilot runs from each, and each example keeps the candidate whose pilot estimated
-    log p(x) highest, with that pilot's step sizes. The choice depends only on the pilot's
-    own random numbers, so a run from it with the step sizes frozen is still a stochastic
-    lower bound. Returns (start, step sizes, chosen candidate per example or None,
-    evaluations per example over all pilots).
+    Returns the step sizes, to be frozen in the runs that produce estimates, and the number
+    of evaluations the pilot cost per example (all chains).
     """
-    several = isinstance(initial, Sequence)
-    candidates = list(initial) if several else [_start(initial, x.shape[0], latent_dim, x)]
-    runs = []
+    start = _start(initial, x.shape[0], latent_dim, x)
     with _seeded(seed, x.device), _frozen(model), torch.no_grad():
-        for start in candidates:
-            z0 = start.sample(n_chains).detach()
-            runs.append(_anneal(model, x, z0, beta_schedule(n_steps, schedule), start, leapfrog_steps,
-                                None, False, "AIS pilot"))
-    cost = sum(result.evaluations for result, _ in runs)
-    if not several:
-        return candidates[0], runs[0][1], None, cost
-    best = torch.stack([result.log_likelihood for result, _ in runs]).argmax(0)  # (B,)
-    steps = torch.stack([s.steps for _, s in runs])  # (candidates, S, B)
-    chosen = steps.gather(0, best.to(steps.device).expand_as(steps[0]).unsqueeze(0)).squeeze(0)
-    return Gaussian.choose(candidates, best), StepSizes(runs[0][1].betas, chosen), best, cost
+        z0 = start.sample(n_chains).detach()
+        result, steps = _anneal(model, x, z0, beta_schedule(n_steps, schedule), start, leapfrog_steps,
+                                None, False, "AIS pilot")
+    return steps, result.evaluations
 
 
 def default_pilot_steps(n_steps: int) -> int:
@@ -461,7 +430,7 @@ def default_pilot_steps(n_steps: int) -> int:
 
 def ais_log_likelihood(model: Model, x: torch.Tensor, latent_dim: int, *,
                        n_chains: int = 16, n_steps: int = 500, leapfrog_steps: int = 10,
-                       schedule: Schedule = "sigmoid", initial: Initial = None,
+                       schedule: Schedule = "sigmoid", initial: Density | None = None,
                        step_sizes: StepSizes | None = None, pilot_steps: int | None = None,
                        pilot_chains: int = PILOT_CHAINS, seed: int | None = None,
                        progress: bool = False) -> AISResult:
@@ -470,29 +439,25 @@ def ais_log_likelihood(model: Model, x: torch.Tensor, latent_dim: int, *,
     ``n_steps``: temperatures T. ``initial``: a starting density other than the prior (e.g.
     a :class:`Gaussian` fitted to posterior draws), with ``sample(n)`` → (n, B, Dz); the
     intermediate targets then interpolate between it and the posterior, and the weights
-    account for it; several candidate Gaussians let a pilot choose per example (:func:`pilot`).
+    account for it.
     ``step_sizes``: frozen HMC step sizes; without them a pilot run of ``pilot_steps``
     temperatures (default :func:`default_pilot_steps`) and ``pilot_chains`` chains tunes them
     first, on its own random numbers, so the estimate is a stochastic lower bound. ``seed`` fixes all randomness without touching the caller's generator state. A
     decoder module's parameters (or those of the module a callable is bound to) are frozen
     while AIS runs.
     """
-    chosen, pilot_cost = None, 0
+    start = _start(initial, x.shape[0], latent_dim, x)
+    pilot_cost = 0
     with _seeded(seed, x.device):
         if step_sizes is None:
-            start, step_sizes, chosen, pilot_cost = pilot(
+            step_sizes, pilot_cost = pilot(
                 model, x, latent_dim, n_steps=pilot_steps or default_pilot_steps(n_steps),
-                leapfrog_steps=leapfrog_steps, n_chains=pilot_chains, schedule=schedule, initial=initial)
-        else:
-            if isinstance(initial, Sequence):
-                raise ValueError("candidate starts are chosen by a pilot run: give one start with step_sizes")
-            start = _start(initial, x.shape[0], latent_dim, x)
+                leapfrog_steps=leapfrog_steps, n_chains=pilot_chains, schedule=schedule, initial=start)
         with _frozen(model), torch.no_grad():
             z0 = start.sample(n_chains).detach()
             result, _ = _anneal(model, x, z0, beta_schedule(n_steps, schedule), start, leapfrog_steps,
                                 step_sizes, progress, "AIS")
     result.evaluations += pilot_cost
-    result.start = chosen
     return result
 
 
@@ -518,15 +483,14 @@ def reverse_ais_log_likelihood(model: Model, x: torch.Tensor, z: torch.Tensor, s
 
 def bdmc(model: Model, sample_x: Callable[[torch.Tensor], torch.Tensor], latent_dim: int,
          n_examples: int, *, n_chains: int = 16, n_steps: int = 500, leapfrog_steps: int = 10,
-         schedule: Schedule = "sigmoid", initial_fn: Callable[[torch.Tensor], Initial] | None = None,
+         schedule: Schedule = "sigmoid", initial_fn: Callable[[torch.Tensor], Density] | None = None,
          pilot_steps: int | None = None, pilot_chains: int = PILOT_CHAINS,
          seed: int | None = None, device: torch.device | str = "cpu", progress: bool = False) -> BDMCResult:
     """Bidirectional Monte Carlo on ``n_examples`` pairs simulated as z ~ N(0, I), x = ``sample_x(z)``.
 
     A pilot run on x tunes the step sizes; forward AIS on x (lower bound) and reverse AIS
     from the true z (upper bound) then run with them frozen and otherwise the same settings.
-    ``initial_fn(x)`` builds a per-example initial density, or candidates for the pilot to
-    choose from (:func:`pilot`), where wanted.
+    ``initial_fn(x)`` builds a per-example initial density where wanted.
     """
     device = torch.device(device)
     with _seeded(seed, device), torch.no_grad():
@@ -535,15 +499,14 @@ def bdmc(model: Model, sample_x: Callable[[torch.Tensor], torch.Tensor], latent_
         initial = initial_fn(x) if initial_fn else None
     sub = None if seed is None else seed + 1
     with _seeded(sub, device):
-        start, steps, chosen, pilot_cost = pilot(
+        steps, pilot_cost = pilot(
             model, x, latent_dim, n_steps=pilot_steps or default_pilot_steps(n_steps), leapfrog_steps=leapfrog_steps,
             n_chains=pilot_chains, schedule=schedule, initial=initial)
         settings = dict(n_chains=n_chains, n_steps=n_steps, leapfrog_steps=leapfrog_steps,
-                        schedule=schedule, initial=start, progress=progress)
+                        schedule=schedule, initial=initial, progress=progress)
         forward = ais_log_likelihood(model, x, latent_dim, step_sizes=steps, **settings)
         reverse = reverse_ais_log_likelihood(model, x, z, steps, **settings)
     forward.evaluations += pilot_cost
-    forward.start = reverse.start = chosen
     return BDMCResult(x=x, z=z, forward=forward, reverse=reverse,
                       lower=forward.log_likelihood, upper=reverse.log_likelihood)
 

@@ -130,6 +130,7 @@ def test_density_columns_match_exact_values(density_run) -> None:
     assert np.all(run.per_example["elbo"] < exact)
     assert np.abs(run.per_example["recon_bernoulli_nll"] + expected["log_lik"]).max() < 0.15
     assert run.summary["bdmc_examples"] == 8 and abs(run.summary["bdmc_gap"]) < 0.2
+    assert run.summary["ais_prior_start"] == 0 and run.summary["ais_temperatures"] == 100  # q's Gaussian
     assert "kl_gaussian_lower_bound" not in run.per_example
 
 
@@ -149,6 +150,7 @@ def test_implicit_posterior_columns(implicit_run) -> None:
     # q is Gaussian, so the Gaussian-moment KL bound is its KL and the "upper bound" is its ELBO
     assert np.abs(run.per_example["elbo_upper_bound"] - expected["elbo"]).max() < 0.1
     exact = grid.log_px(x).numpy()
+    assert run.summary["ais_prior_start"] == 1  # implicit posteriors: AIS from the prior
     assert abs((run.per_example["log_likelihood_ais"] - exact).mean()) < 0.05
     assert np.all(run.per_example["posterior_sd_median"] > 0)
     # the diagnostics hook is stored like any other column
@@ -163,6 +165,14 @@ def test_deterministic_encoder_gets_infinite_kl_bound_and_ais_from_the_prior() -
     run = evaluate(method, x, config, progress=False)
     assert np.isinf(run.per_example["kl_gaussian_lower_bound"]).all()
     assert np.isfinite(run.per_example["log_likelihood_ais"]).all()
+
+
+def test_prior_started_ais_uses_its_own_temperatures() -> None:
+    method, grid, test = _model(has_density=False)
+    config = EvalConfig(examples=4, is_samples=0, moment_samples=64, ais_steps=5, ais_prior_steps=200)
+    run = evaluate(method, test, config, progress=False)
+    assert run.summary["ais_temperatures"] == 200
+    assert abs((run.per_example["log_likelihood_ais"] - grid.log_px(test[:4]).numpy()).mean()) < 0.05
 
 
 def test_eval_config_is_checked() -> None:
