@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from vaebench.ais import ais_log_likelihood, bdmc, beta_schedule, pilot
+from vaebench.ais import TARGET_ACCEPTANCE, ais_log_likelihood, bdmc, beta_schedule, pilot
 from vaebench.methods.base import bernoulli_log_prob
 
 #: the accuracy asked of AIS: mean error over examples, in nats per example
@@ -90,8 +90,8 @@ def test_linear_gaussian_matches_closed_form_and_improves_with_temperatures() ->
                                     leapfrog_steps=10, seed=1)
         errors[steps] = result.log_likelihood.double() - exact
         assert torch.all((1 <= result.ess) & (result.ess <= 16 + 1e-6))
-    # over 1000 temperatures the step sizes have adapted toward the 0.65 target
-    assert 0.55 < result.acceptance_rate.mean() < 0.75
+    # the pilot's step sizes, frozen, give the main run about the pilot's target acceptance
+    assert abs(result.acceptance_rate.mean() - TARGET_ACCEPTANCE) < 0.1
     assert abs(errors[1000].mean()) < TOLERANCE
     assert errors[1000].abs().mean() < errors[20].abs().mean()
     assert abs(errors[1000].mean()) < abs(errors[20].mean())
