@@ -1,7 +1,8 @@
 """Annealed importance sampling (AIS) for log p(x), and bidirectional Monte Carlo (BDMC).
 
 AIS (Neal 2001), as used for decoders by Wu et al. (2017): chains start from an initial
-density q0 (the prior N(0, I) by default) and pass through targets
+density q0 (the prior N(0, I), or a per-example Gaussian such as one fitted to posterior
+draws) and pass through targets
 
     f_β(z) = q0(z)^(1−β) · (p(z) p(x|z))^β,     β: 0 = β_0 < β_1 < … < β_T = 1,
 
@@ -9,10 +10,16 @@ each transition being Hamiltonian Monte Carlo that leaves f_β invariant. The im
 weight log w = Σ_t (β_t − β_{t−1}) h(z_{t−1}), h = log p(z) + log p(x|z) − log q0(z), has
 E[w] = p(x), so log mean_c w_c is a stochastic lower bound on log p(x).
 
+That holds only if the transition kernels do not depend on the chains whose weights are
+averaged. So HMC step sizes are tuned in a short *pilot* run (its own chains and random
+numbers, adapting toward an acceptance rate), then frozen, one per temperature and example,
+for the run that produces the estimate (:class:`StepSizes`).
+
 BDMC (Grosse et al. 2015): on data simulated from the model, (z, x) ~ p(z) p(x|z), the
 latent z is an exact posterior sample; AIS run backwards from it (β from 1 to 0) gives an
 unbiased estimate of 1/p(x), hence a stochastic *upper* bound. The gap between the two
-bounds bounds the error of the forward estimate at these settings.
+bounds bounds the error of the forward estimate at these settings. Both directions use the
+same frozen step sizes.
 
 Conventions: the model is either a decoder module with ``log_prob(x, z)`` (any method's
 ``method.decoder``) or a plain callable ``log_likelihood(z, x)``; either takes z of shape
@@ -34,28 +41,93 @@ from tqdm.auto import tqdm
 
 from vaebench.methods.base import BernoulliDecoder
 
-from .metrics import fitted_gaussian, mean_and_sem
-
 LOG_2PI = math.log(2 * math.pi)
 LogLikelihood = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: a decoder module with ``log_prob(x, z)`` (the suite's decoders), or a callable (z, x) → log p(x|z)
 Model = nn.Module | LogLikelihood
 Schedule = Literal["sigmoid", "linear"]
 
-#: HMC step sizes adapt toward this acceptance rate (Neal 2011; Wu et al. 2017 use 0.65)
-TARGET_ACCEPTANCE = 0.65
-#: log step size moves by this times (acceptance probability − target) per transition
-ADAPT_RATE = 0.1
+#: pilot HMC step sizes adapt toward this acceptance rate. Wu et al. (2017) use 0.65 with
+#: adaptation during the run; with frozen pilot step sizes 0.8 halved AVB's BDMC gap at
+#: 300 temperatures × 10 leapfrog steps (0.9 → 0.54 nats with the lookup of StepSizes.at)
+TARGET_ACCEPTANCE = 0.8
+#: log step size moves by this times (acceptance probability − target) per pilot transition;
+#: large, because a pilot has few transitions in which to find the scale
+PILOT_ADAPT_RATE = 0.5
+#: pilot transitions at its first temperature before it starts annealing, so that the step
+#: size has found its scale before the first one is recorded
+PILOT_WARMUP = 10
 INITIAL_STEP_SIZE = 0.1
 STEP_SIZE_RANGE = (1e-4, 10.0)
+#: pilot chains per example and the pilot's share of the temperatures, by default
+PILOT_CHAINS = 4
+PILOT_FRACTION = 0.2
+MIN_PILOT_STEPS = 10
 
 
 class Density(Protocol):
-    """A starting distribution per example: ``sample(n)`` → (n, B, Dz), ``log_prob(z)`` → (n, B)."""
+    """A starting distribution per example: ``sample(n)`` → (n, B, Dz), ``log_prob(z)`` → (n, B).
+
+    It may also offer ``value_and_grad(z)`` → (log q0(z), ∂/∂z log q0(z)), which spares
+    autograd in every leapfrog step.
+    """
 
     def sample(self, n: int) -> torch.Tensor: ...
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+class Gaussian:
+    """N(loc_b, cov_b) per example b: loc (B, Dz), cov (B, Dz, Dz), with its gradient in closed form.
+
+    The AIS start for a method's posterior: a Gaussian fitted to its draws (or q(z|x) itself
+    where that is Gaussian). Float64 Cholesky factors; sampling and densities in ``loc``'s dtype.
+    """
+
+    def __init__(self, loc: torch.Tensor, cov: torch.Tensor) -> None:
+        chol = torch.linalg.cholesky(cov.double())
+        eye = torch.eye(loc.shape[-1], dtype=torch.float64, device=loc.device)
+        self.loc = loc
+        self.scale_tril = chol.to(loc.dtype)
+        self.inv_tril = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).to(loc.dtype)
+        self.precision = (self.inv_tril.mT @ self.inv_tril)
+        self.const = (-chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) - 0.5 * loc.shape[-1] * LOG_2PI).to(loc.dtype)
+
+    def sample(self, n: int) -> torch.Tensor:
+        eps = torch.randn(n, *self.loc.shape, device=self.loc.device, dtype=self.loc.dtype)
+        return self.loc + torch.einsum("bij,nbj->nbi", self.scale_tril, eps)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        u = torch.einsum("bij,nbj->nbi", self.inv_tril, z - self.loc)
+        return self.const - 0.5 * u.square().sum(-1)
+
+    def value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = z - self.loc
+        g = -torch.einsum("bij,nbj->nbi", self.precision, r)
+        return self.const + 0.5 * (g * r).sum(-1), g
+
+
+@dataclass
+class StepSizes:
+    """Frozen HMC step sizes: ``steps[s, b]`` is example b's step size tuned at temperature ``betas[s]``.
+
+    Made by a pilot run (:func:`pilot`); a transition at temperature β uses the entry of the
+    smallest ``betas[s]`` ≥ β (the last entry above ``betas[-1]``), so one pilot serves
+    forward and reverse runs and schedules of any length. The entry above, not below: step
+    sizes shrink as the target sharpens toward β = 1, and the one from below was too large
+    (AVB's BDMC gap at 300 temperatures × 10 leapfrog steps: 1.5 nats from below, 0.9 from above).
+    """
+
+    betas: torch.Tensor  # (S,) float64, increasing
+    steps: torch.Tensor  # (S, B)
+
+    def at(self, betas: torch.Tensor) -> torch.Tensor:
+        """Step sizes for transitions at ``betas`` (any order): shape (len(betas), B)."""
+        index = torch.searchsorted(self.betas, betas.to(self.betas), right=False)
+        return self.steps[index.clamp(max=len(self.betas) - 1).to(self.steps.device)]
+
+    def __getitem__(self, examples: slice) -> StepSizes:
+        return StepSizes(self.betas, self.steps[:, examples])
 
 
 @dataclass
@@ -65,14 +137,17 @@ class AISResult:
     ``log_likelihood``: log mean_c w_c, shape (B,). ``log_weights``: log w, (chains, B).
     ``ess``: effective sample size of the chains' normalised weights, (B,), in [1, chains].
     ``acceptance_rate``: fraction of HMC proposals accepted per example, (B,).
-    ``step_size``: final leapfrog step size per example (shared by its chains), (B,).
-    ``evaluations``: log-likelihood-and-gradient evaluations per chain (for FLOP counts).
+    ``step_sizes``: the frozen step sizes used (from the pilot run, whose cost is included in
+    ``evaluations``). ``step_size``: their geometric mean over the transitions, (B,).
+    ``evaluations``: log-likelihood-and-gradient evaluations per example, summed over chains,
+    pilot included (for cost accounting).
     """
 
     log_likelihood: torch.Tensor
     log_weights: torch.Tensor
     ess: torch.Tensor
     acceptance_rate: torch.Tensor
+    step_sizes: StepSizes
     step_size: torch.Tensor
     evaluations: int
 
@@ -163,6 +238,10 @@ class _StandardNormal:
     def log_prob(z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z.square().sum(-1) + z.shape[-1] * LOG_2PI)
 
+    @staticmethod
+    def value_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _StandardNormal.log_prob(z), -z
+
 
 @dataclass
 class _State:
@@ -225,15 +304,15 @@ def _value_and_grad(model: Model) -> ValueAndGrad:
     return generic
 
 
-def _evaluator(model: Model, x: torch.Tensor, initial: Density | _StandardNormal) -> Callable[[torch.Tensor], _State]:
-    prior_start = isinstance(initial, _StandardNormal)
+def _evaluator(model: Model, x: torch.Tensor, initial: Density) -> Callable[[torch.Tensor], _State]:
     value_and_grad = _value_and_grad(model)
+    initial_value_and_grad = getattr(initial, "value_and_grad", None)
 
     def evaluate(z: torch.Tensor) -> _State:
         z = z.detach().requires_grad_(True)
         ll, g_ll = value_and_grad(z, x)
-        if prior_start:
-            lq, g_lq = _StandardNormal.log_prob(z.detach()), -z.detach()
+        if initial_value_and_grad is not None:
+            lq, g_lq = initial_value_and_grad(z.detach())
         else:
             with torch.enable_grad():
                 lq = initial.log_prob(z)
@@ -266,78 +345,142 @@ def _hmc(state: _State, beta: float, step: torch.Tensor, leapfrog_steps: int,
     return new.where(accept, state), accept, log_ratio.clamp(max=0).exp()
 
 
-def _anneal(model: Model, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor,
-            initial: Density | _StandardNormal, leapfrog_steps: int, progress: bool,
-            description: str) -> AISResult:
-    """Run AIS along ``betas`` (increasing: forward, decreasing: reverse) from ``z0`` (chains, B, Dz)."""
+def _anneal(model: Model, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor, initial: Density,
+            leapfrog_steps: int, step_sizes: StepSizes | None, progress: bool, description: str
+            ) -> tuple[AISResult, StepSizes]:
+    """Run AIS along ``betas`` (increasing: forward, decreasing: reverse) from ``z0`` (chains, B, Dz).
+
+    With ``step_sizes`` the kernels are frozen; without, this is a pilot run: one step size
+    per example, shared by its chains, adapts toward ``TARGET_ACCEPTANCE``, and the step
+    size reached at each temperature is returned (its log-weights are not an estimate to report).
+    """
     evaluate = _evaluator(model, x, initial)
     chains, batch = z0.shape[:2]
     state = evaluate(z0)
     # Weights in float64: T small increments of O(100) nats each would lose digits in float32.
     log_w = torch.zeros(chains, batch, dtype=torch.float64, device=z0.device)
-    # One step size per example, shared by its chains and adapted from their mean acceptance.
-    # Per-chain step sizes adapted from each chain's own acceptances make a chain's kernel depend
-    # on its own past, which breaks invariance: on a 5-D linear-Gaussian model that biased
-    # log p(x) upward by ~0.15 nats at 1,000 temperatures, growing with T. Shared over 16 chains,
-    # the dependence on any one chain is weak and no bias was measurable.
-    step = torch.full((1, batch), INITIAL_STEP_SIZE, dtype=z0.dtype, device=z0.device)
-    accepted = torch.zeros(batch, dtype=torch.float64, device=z0.device)
     betas_list = betas.tolist()
     n_transitions = len(betas_list) - 2
+    transition_betas = betas[1:-1]
+    pilot = step_sizes is None
+    if not pilot:
+        frozen = step_sizes.at(transition_betas).to(z0.dtype)  # (transitions, B), one lookup up front
+        log_step_sum = frozen.log().sum(0)
+    else:
+        # One step size per example, shared by its chains: per-chain adaptation makes a chain's
+        # kernel depend on its own past, which biased a 5-D linear-Gaussian log p(x) by ~0.15 nats.
+        step = torch.full((1, batch), INITIAL_STEP_SIZE, dtype=z0.dtype, device=z0.device)
+        adapted = torch.full((max(n_transitions, 1), batch), INITIAL_STEP_SIZE, dtype=z0.dtype, device=z0.device)
+        for _ in range(PILOT_WARMUP if n_transitions else 0):
+            state, _, prob = _hmc(state, betas_list[1], step, leapfrog_steps, evaluate)
+            step = (step * torch.exp(PILOT_ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))
+                    ).clamp(*STEP_SIZE_RANGE)
+    accepted = torch.zeros(batch, dtype=torch.float64, device=z0.device)
     for t in tqdm(range(1, len(betas_list)), desc=description, disable=None if progress else True, leave=False):
         log_w += (betas_list[t] - betas_list[t - 1]) * state.h().double()
         if t == len(betas_list) - 1:
             break  # the transition at the final temperature would not change any weight
-        state, acc, prob = _hmc(state, betas_list[t], step, leapfrog_steps, evaluate)
+        current = step if pilot else frozen[t - 1].unsqueeze(0)
+        state, acc, prob = _hmc(state, betas_list[t], current, leapfrog_steps, evaluate)
         accepted += acc.double().mean(0)
-        step = step * torch.exp(ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))
-        step = step.clamp(*STEP_SIZE_RANGE)
+        if pilot:
+            step = (step * torch.exp(PILOT_ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))
+                    ).clamp(*STEP_SIZE_RANGE)
+            adapted[t - 1] = step[0]
+    if pilot:
+        order = transition_betas.argsort() if n_transitions else torch.zeros(1, dtype=torch.long)
+        used = transition_betas[order] if n_transitions else betas[:1]
+        step_sizes = StepSizes(used.to(torch.float64).cpu(), adapted[order.to(adapted.device)])
+        log_step_sum = adapted[:n_transitions].log().sum(0)
     w = torch.softmax(log_w, 0)
-    return AISResult(
+    result = AISResult(
         log_likelihood=torch.logsumexp(log_w, 0) - math.log(chains),
         log_weights=log_w,
         ess=1.0 / w.square().sum(0),
         acceptance_rate=accepted / max(n_transitions, 1),
-        step_size=step[0],
-        evaluations=1 + n_transitions * leapfrog_steps,
+        step_sizes=step_sizes,
+        step_size=(log_step_sum / max(n_transitions, 1)).exp() if n_transitions else
+        torch.full((batch,), math.nan, device=z0.device),
+        evaluations=chains * (1 + (n_transitions + (PILOT_WARMUP if pilot and n_transitions else 0))
+                              * leapfrog_steps),
     )
+    return result, step_sizes
+
+
+def _start(initial: Density | None, batch: int, latent_dim: int, x: torch.Tensor) -> Density:
+    return initial if initial is not None else _StandardNormal((batch, latent_dim), x.device, x.dtype)
+
+
+def pilot(model: Model, x: torch.Tensor, latent_dim: int, *, n_steps: int, leapfrog_steps: int = 10,
+          n_chains: int = PILOT_CHAINS, schedule: Schedule = "sigmoid", initial: Density | None = None,
+          seed: int | None = None) -> tuple[StepSizes, int]:
+    """Tune HMC step sizes in a short adaptive AIS run of ``n_steps`` temperatures.
+
+    Returns the step sizes, to be frozen in the runs that produce estimates, and the number
+    of evaluations the pilot cost per example (all chains).
+    """
+    start = _start(initial, x.shape[0], latent_dim, x)
+    with _seeded(seed, x.device), _frozen(model), torch.no_grad():
+        z0 = start.sample(n_chains).detach()
+        result, steps = _anneal(model, x, z0, beta_schedule(n_steps, schedule), start, leapfrog_steps,
+                                None, False, "AIS pilot")
+    return steps, result.evaluations
+
+
+def default_pilot_steps(n_steps: int) -> int:
+    """The pilot's temperatures for a run of ``n_steps``: a fifth, at least ``MIN_PILOT_STEPS``."""
+    return max(MIN_PILOT_STEPS, round(PILOT_FRACTION * n_steps))
 
 
 def ais_log_likelihood(model: Model, x: torch.Tensor, latent_dim: int, *,
                        n_chains: int = 16, n_steps: int = 500, leapfrog_steps: int = 10,
                        schedule: Schedule = "sigmoid", initial: Density | None = None,
-                       seed: int | None = None, progress: bool = False) -> AISResult:
+                       step_sizes: StepSizes | None = None, pilot_steps: int | None = None,
+                       pilot_chains: int = PILOT_CHAINS, seed: int | None = None,
+                       progress: bool = False) -> AISResult:
     """AIS estimate of log p(x) per example of ``x`` under prior N(0, I) and ``model``'s p(x|z).
 
     ``n_steps``: temperatures T. ``initial``: a starting density other than the prior (e.g.
-    a :class:`~vaebench.metrics.Proposal`, q(z|x) or a Gaussian fitted to posterior samples),
-    with ``sample(n)`` → (n, B, Dz); the intermediate targets then interpolate between it and
-    the posterior, and the weights account for it. ``seed`` fixes all randomness without
-    touching the caller's generator state. A decoder module's parameters (or those of the
-    module a callable is bound to) are frozen while AIS runs.
+    a :class:`Gaussian` fitted to posterior draws), with ``sample(n)`` → (n, B, Dz); the
+    intermediate targets then interpolate between it and the posterior, and the weights
+    account for it.
+    ``step_sizes``: frozen HMC step sizes; without them a pilot run of ``pilot_steps``
+    temperatures (default :func:`default_pilot_steps`) and ``pilot_chains`` chains tunes them
+    first, on its own random numbers, so the estimate is a stochastic lower bound. ``seed`` fixes all randomness without touching the caller's generator state. A
+    decoder module's parameters (or those of the module a callable is bound to) are frozen
+    while AIS runs.
     """
-    start = initial if initial is not None else _StandardNormal((x.shape[0], latent_dim), x.device, x.dtype)
-    with _seeded(seed, x.device), _frozen(model), torch.no_grad():
-        z0 = start.sample(n_chains).detach()
-        return _anneal(model, x, z0, beta_schedule(n_steps, schedule), start, leapfrog_steps,
-                       progress, "AIS")
+    start = _start(initial, x.shape[0], latent_dim, x)
+    pilot_cost = 0
+    with _seeded(seed, x.device):
+        if step_sizes is None:
+            step_sizes, pilot_cost = pilot(
+                model, x, latent_dim, n_steps=pilot_steps or default_pilot_steps(n_steps),
+                leapfrog_steps=leapfrog_steps, n_chains=pilot_chains, schedule=schedule, initial=start)
+        with _frozen(model), torch.no_grad():
+            z0 = start.sample(n_chains).detach()
+            result, _ = _anneal(model, x, z0, beta_schedule(n_steps, schedule), start, leapfrog_steps,
+                                step_sizes, progress, "AIS")
+    result.evaluations += pilot_cost
+    return result
 
 
-def reverse_ais_log_likelihood(model: Model, x: torch.Tensor, z: torch.Tensor, *,
+def reverse_ais_log_likelihood(model: Model, x: torch.Tensor, z: torch.Tensor, step_sizes: StepSizes, *,
                                n_chains: int = 16, n_steps: int = 500, leapfrog_steps: int = 10,
                                schedule: Schedule = "sigmoid", initial: Density | None = None,
                                seed: int | None = None, progress: bool = False) -> AISResult:
     """Reverse AIS from exact posterior samples ``z`` (B, Dz) of p(z|x): a stochastic upper bound.
 
-    Each chain anneals from the posterior (β = 1) to the initial density (β = 0); its weight
-    w' has E[w'] = 1/p(x), so −log mean_c w'_c bounds log p(x) from above in expectation. The
-    returned ``log_likelihood`` is that upper bound; ``log_weights`` are the log w'.
+    Each chain anneals from the posterior (β = 1) to the initial density (β = 0) with the
+    frozen ``step_sizes``; its weight w' has E[w'] = 1/p(x), so −log mean_c w'_c bounds
+    log p(x) from above in expectation. The returned ``log_likelihood`` is that upper bound;
+    ``log_weights`` are the log w'.
     """
-    start = initial if initial is not None else _StandardNormal(tuple(z.shape), z.device, z.dtype)
+    start = _start(initial, z.shape[0], z.shape[-1], x)
     with _seeded(seed, x.device), _frozen(model), torch.no_grad():
         z0 = z.detach().unsqueeze(0).expand(n_chains, *z.shape).contiguous()
-        result = _anneal(model, x, z0, beta_schedule(n_steps, schedule).flip(0), start,
-                         leapfrog_steps, progress, "reverse AIS")
+        result, _ = _anneal(model, x, z0, beta_schedule(n_steps, schedule).flip(0), start,
+                            leapfrog_steps, step_sizes, progress, "reverse AIS")
     result.log_likelihood = -(torch.logsumexp(result.log_weights, 0) - math.log(n_chains))
     return result
 
@@ -345,22 +488,29 @@ def reverse_ais_log_likelihood(model: Model, x: torch.Tensor, z: torch.Tensor, *
 def bdmc(model: Model, sample_x: Callable[[torch.Tensor], torch.Tensor], latent_dim: int,
          n_examples: int, *, n_chains: int = 16, n_steps: int = 500, leapfrog_steps: int = 10,
          schedule: Schedule = "sigmoid", initial_fn: Callable[[torch.Tensor], Density] | None = None,
+         pilot_steps: int | None = None, pilot_chains: int = PILOT_CHAINS,
          seed: int | None = None, device: torch.device | str = "cpu", progress: bool = False) -> BDMCResult:
     """Bidirectional Monte Carlo on ``n_examples`` pairs simulated as z ~ N(0, I), x = ``sample_x(z)``.
 
-    Runs forward AIS on x (lower bound) and reverse AIS from the true z (upper bound) with the
-    same settings; ``initial_fn(x)`` builds a per-example initial density where wanted.
+    A pilot run on x tunes the step sizes; forward AIS on x (lower bound) and reverse AIS
+    from the true z (upper bound) then run with them frozen and otherwise the same settings.
+    ``initial_fn(x)`` builds a per-example initial density where wanted.
     """
     device = torch.device(device)
     with _seeded(seed, device), torch.no_grad():
         z = torch.randn(n_examples, latent_dim, device=device)
         x = sample_x(z)
         initial = initial_fn(x) if initial_fn else None
-    settings = dict(n_chains=n_chains, n_steps=n_steps, leapfrog_steps=leapfrog_steps,
-                    schedule=schedule, initial=initial, progress=progress)
     sub = None if seed is None else seed + 1
-    forward = ais_log_likelihood(model, x, latent_dim, seed=sub, **settings)
-    reverse = reverse_ais_log_likelihood(model, x, z, seed=None if sub is None else sub + 1, **settings)
+    with _seeded(sub, device):
+        steps, pilot_cost = pilot(
+            model, x, latent_dim, n_steps=pilot_steps or default_pilot_steps(n_steps), leapfrog_steps=leapfrog_steps,
+            n_chains=pilot_chains, schedule=schedule, initial=initial)
+        settings = dict(n_chains=n_chains, n_steps=n_steps, leapfrog_steps=leapfrog_steps,
+                        schedule=schedule, initial=initial, progress=progress)
+        forward = ais_log_likelihood(model, x, latent_dim, step_sizes=steps, **settings)
+        reverse = reverse_ais_log_likelihood(model, x, z, steps, **settings)
+    forward.evaluations += pilot_cost
     return BDMCResult(x=x, z=z, forward=forward, reverse=reverse,
                       lower=forward.log_likelihood, upper=reverse.log_likelihood)
 
@@ -368,38 +518,3 @@ def bdmc(model: Model, sample_x: Callable[[torch.Tensor], torch.Tensor], latent_
 def bernoulli_sampler(decoder: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """x ~ p(x|z) for a decoder with ``mean(z)`` (the suite's Bernoulli decoder)."""
     return lambda z: torch.bernoulli(decoder.mean(z))
-
-
-def ais_metrics(method: nn.Module, x: torch.Tensor, *, n_chains: int, n_steps: int, leapfrog_steps: int,
-                schedule: Schedule, initial: Literal["prior", "fitted"], bdmc_examples: int,
-                batch_size: int, progress: bool = False) -> dict[str, float]:
-    """AIS and BDMC numbers for a run record: means over examples, with ``_sem`` twins.
-
-    ``initial``: ``prior`` starts every method's chains from N(0, I), so the estimate depends
-    on the decoder alone, not on how good the method's encoder is (the default); ``fitted``
-    starts from a Gaussian fitted to the method's posterior samples
-    (:func:`vaebench.metrics.fitted_gaussian`, which also works for implicit posteriors such
-    as AVB's), tighter for the same number of temperatures. BDMC uses the same settings on
-    ``bdmc_examples`` pairs simulated from the model.
-    """
-    def initial_fn(chunk: torch.Tensor) -> Density | None:
-        return fitted_gaussian(method, chunk, inflate=1.2) if initial == "fitted" else None
-
-    settings = dict(n_chains=n_chains, n_steps=n_steps, leapfrog_steps=leapfrog_steps, schedule=schedule,
-                    progress=progress)
-    per_example: dict[str, list[torch.Tensor]] = {}
-    for chunk in x.split(batch_size):
-        with torch.no_grad():
-            start = initial_fn(chunk)
-        r = ais_log_likelihood(method.decoder, chunk, method.latent_dim, initial=start, **settings)
-        for name, value in (("log_likelihood_ais", r.log_likelihood), ("ais_ess", r.ess),
-                            ("ais_acceptance", r.acceptance_rate), ("ais_step_size", r.step_size)):
-            per_example.setdefault(name, []).append(value)
-    if bdmc_examples:
-        for offset in range(0, bdmc_examples, batch_size):
-            b = bdmc(method.decoder, bernoulli_sampler(method.decoder), method.latent_dim,
-                     min(batch_size, bdmc_examples - offset), device=x.device,
-                     initial_fn=initial_fn if initial == "fitted" else None, **settings)
-            for name, value in (("bdmc_lower", b.lower), ("bdmc_upper", b.upper), ("bdmc_gap", b.upper - b.lower)):
-                per_example.setdefault(name, []).append(value)
-    return mean_and_sem(per_example)

@@ -2,22 +2,28 @@
 
 Names say what a number is: ``log_likelihood_is`` is an estimate of log p(x) (a negative
 number, in nats); ``recon_bernoulli_nll`` is a negative log-likelihood, so lower is better.
+
+:func:`posterior_pass` computes every sample-based column of one batch of test images from
+one set of posterior draws: importance sampling, the ELBO and reconstruction where q(z|x) has
+a density; for implicit posteriors, the Gaussian-moment bound on the KL term and the upper
+bound on the ELBO that it gives. The draws' moments also define the Gaussian that AIS
+starts from.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from vaebench.methods import Method
 from vaebench.methods.base import bernoulli_log_prob
 
-# Decoder outputs per chunk of importance samples: bounds memory at ~ 4 bytes × this.
+# Decoder outputs per chunk of posterior draws: bounds memory at ~ 4 bytes × this.
 _MAX_ELEMENTS = 1 << 24
-#: below this spread (in any latent dimension) a Gaussian fitted to posterior samples is a point mass
-MIN_FITTED_STD = 1e-4
 
 
 def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -30,88 +36,152 @@ def batched_mean(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, ba
     return batched(fn, x, batch_size).mean().item()
 
 
-def mean_and_sem(per_example: dict[str, list[torch.Tensor]]) -> dict[str, float]:
-    """``name`` → mean over the concatenated per-example values, ``name_sem`` → its standard error."""
+def mean_and_sem(per_example: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, float]:
+    """``name`` → mean of the per-example values, ``name_sem`` → its standard error (NaN for one value).
+
+    A NaN or infinite value makes the mean NaN or infinite: a column is never averaged over
+    a silently smaller set of examples.
+    """
     out: dict[str, float] = {}
-    for name, parts in per_example.items():
-        values = torch.cat(parts).double()
-        out[name] = values.mean().item()
-        out[f"{name}_sem"] = (values.std() / len(values) ** 0.5).item() if len(values) > 1 else float("nan")
+    for name, values in per_example.items():
+        v = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+        with np.errstate(invalid="ignore"):  # inf − inf in the spread of an infinite column: NaN is right
+            out[name] = float(v.mean()) if len(v) else math.nan
+            out[f"{name}_sem"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
     return out
 
 
 def elbo(method: Method, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
-    """The method's own ELBO estimate per example (for AVB, E_q[log p(x|z) − T(x, z)])."""
+    """The method's own training objective per example (for AVB, the adversary's estimate
+    E_q[log p(x|z) − T(x, z)], which is not a bound); used for validation curves."""
     return method.elbo(x, n_samples)
 
 
 class Proposal:
-    """A proposal distribution per example for importance sampling: ``sample(n)`` and ``log_prob(z)``.
+    """A distribution per example given by ``sample(n)`` → (n, B, Dz) and ``log_prob(z)`` → (n, B)."""
 
-    ``degenerate`` marks examples whose proposal has collapsed to (almost) a point, where
-    importance weights are meaningless: estimates for them are reported as NaN.
-    """
-
-    def __init__(self, sample: Callable[[int], torch.Tensor], log_prob: Callable[[torch.Tensor], torch.Tensor],
-                 degenerate: torch.Tensor | None = None):
+    def __init__(self, sample: Callable[[int], torch.Tensor], log_prob: Callable[[torch.Tensor], torch.Tensor]):
         self.sample = sample
         self.log_prob = log_prob
-        self.degenerate = degenerate
 
 
-def fitted_gaussian(method: Method, x: torch.Tensor, n_fit: int = 256, inflate: float = 1.0) -> Proposal:
-    """A diagonal Gaussian moment-matched to ``n_fit`` posterior draws per example.
-
-    The proposal for methods whose posterior has no density (AVB): importance sampling
-    stays unbiased for any proposal with full support; ``inflate`` widens it for safety.
-    """
-    z = method.sample_posterior(x, n_fit)
-    std = z.std(0)
-    q = torch.distributions.Normal(z.mean(0), std * inflate + 1e-6, validate_args=False)
-    # A deterministic encoder gives no spread to fit: such a proposal is no basis for an estimate.
-    degenerate = std.amin(-1) < MIN_FITTED_STD
-    return Proposal(lambda n: q.sample((n,)), lambda z: q.log_prob(z).sum(-1), degenerate)
-
-
-def posterior_proposal(method: Method, x: torch.Tensor) -> Proposal:
-    """q(z|x) itself where the method has a density, else a Gaussian fitted to its samples."""
-    if method.has_density:
-        return Proposal(lambda n: method.sample_posterior(x, n), lambda z: method.log_q(z, x))
-    return fitted_gaussian(method, x, inflate=1.2)
+def _draw_chunk(n_samples: int, batch: int, data_dim: int) -> int:
+    return max(1, min(n_samples, _MAX_ELEMENTS // max(1, batch * data_dim)))
 
 
 def importance_sampled_log_likelihood(method: Method, x: torch.Tensor, n_samples: int,
                                       proposal: Proposal | None = None) -> torch.Tensor:
-    """log p(x) ≈ log (1/K) Σ_k p(x, z_k) / r(z_k|x), z_k ~ r, per example; r defaults to the posterior.
+    """log p(x) ≈ log (1/K) Σ_k p(x, z_k) / r(z_k|x), z_k ~ r, per example; r defaults to q(z|x).
 
-    A stochastic lower bound in expectation (Jensen), tightening as K grows.
-    Samples are drawn in chunks so memory stays bounded for large K.
+    A stochastic lower bound in expectation (Jensen), tightening as K grows. Without a
+    ``proposal``, a method with no density (an implicit posterior) gets NaN: there is
+    nothing to weight by. Samples are drawn in chunks so memory stays bounded for large K.
     """
-    proposal = proposal or posterior_proposal(method, x)
-    chunk = max(1, min(n_samples, _MAX_ELEMENTS // max(1, x.shape[0] * method.data_dim)))
+    if proposal is None and not method.has_density:
+        return torch.full(x.shape[:1], math.nan, device=x.device)
+    chunk = _draw_chunk(n_samples, x.shape[0], method.data_dim)
     parts = []
     for start in range(0, n_samples, chunk):
-        z = proposal.sample(min(chunk, n_samples - start))
-        parts.append(method.log_joint(z, x) - proposal.log_prob(z))
-    log_w = torch.cat(parts)
-    estimate = torch.logsumexp(log_w, 0) - math.log(n_samples)
-    if proposal.degenerate is not None:
-        estimate = estimate.masked_fill(proposal.degenerate, float("nan"))
-    return estimate
+        n = min(chunk, n_samples - start)
+        if proposal is None:
+            z, log_q = method.posterior(x, n)
+        else:
+            z = proposal.sample(n)
+            log_q = proposal.log_prob(z)
+        parts.append(method.log_joint(z, x) - log_q)
+    return torch.logsumexp(torch.cat(parts), 0) - math.log(n_samples)
 
 
-def reconstruction_metrics(method: Method, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-example reconstruction error at one posterior draw z ~ q(z|x).
+def wishart_log_det_bias(dim: int, n: int) -> float:
+    """E[log det Ŝ] − log det S for the unbiased sample covariance Ŝ of n Gaussian draws in ``dim`` dims.
 
-    ``recon_bernoulli_nll``: −log p(x|z) in nats per image. ``recon_mse``: mean squared error
-    between x and E[x|z], per pixel. ``recon_pixel_error``: fraction of pixels where the
-    thresholded reconstruction (E[x|z] > 0.5) differs from binary x.
+    (n − 1) Ŝ ~ Wishart(S, n − 1), so E[log det Ŝ] = log det S + Σ_{i=1..d} ψ((n − i)/2)
+    + d log(2/(n − 1)); the bias is negative (Jensen), so a plug-in log det understates the
+    entropy and overstates a KL.
     """
-    z = method.sample_posterior(x, 1)[0]
-    logits = method.decoder.logits(z)
-    mean = torch.sigmoid(logits)
-    return {
-        "recon_bernoulli_nll": -bernoulli_log_prob(x, logits),
-        "recon_mse": (x - mean).square().mean(-1),
-        "recon_pixel_error": ((logits > 0).to(x.dtype) != x).to(x.dtype).mean(-1),
+    i = torch.arange(1, dim + 1, dtype=torch.float64)
+    return (torch.special.digamma((n - i) / 2).sum() + dim * math.log(2 / (n - 1))).item()
+
+
+def gaussian_moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (B, D) and unbiased covariance (B, D, D), in float64, of draws ``z`` of shape (n, B, D)."""
+    z = z.double()
+    mean = z.mean(0)
+    r = z - mean
+    return mean, torch.einsum("nbi,nbj->bij", r, r) / (z.shape[0] - 1)
+
+
+def gaussian_kl_lower_bound(mean: torch.Tensor, cov: torch.Tensor, n: int) -> torch.Tensor:
+    """KL(N(m, S) ‖ N(0, I)) per example from the moments of n draws of q(z|x): a lower bound on KL(q ‖ p).
+
+    Among densities with covariance S the Gaussian has the largest entropy, so
+    KL(q ‖ p) = −H(q) + E_q[−log p(z)] ≥ −H(N(m, S)) + E_q[−log p(z)] = KL(N(m, S) ‖ p).
+    From finite draws the plug-in is biased upward (log det Ŝ too small, |m̂|² too large), so
+    both are corrected: the estimate is unbiased for the bound. A point-mass posterior
+    (det S = 0) gives +inf, its true KL.
+    """
+    d = mean.shape[-1]
+    trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+    sign, log_det = torch.linalg.slogdet(cov)
+    log_det = torch.where(sign > 0, log_det, -math.inf) - wishart_log_det_bias(d, n)
+    mean_sq = mean.square().sum(-1) - trace / n  # E|m̂|² = |m|² + tr S / n
+    return 0.5 * (trace + mean_sq - d - log_det)
+
+
+@dataclass
+class PosteriorPass:
+    """One batch's per-example columns (``columns``: name → (B,)), and the draws' mean and covariance."""
+
+    columns: dict[str, torch.Tensor]
+    mean: torch.Tensor
+    cov: torch.Tensor
+
+
+def posterior_pass(method: Method, x: torch.Tensor, n_samples: int, *, is_samples: int = 0) -> PosteriorPass:
+    """Every sample-based column of ``x`` from one set of ``n_samples`` posterior draws per example.
+
+    All methods: ``recon_bernoulli_nll`` (E_q[−log p(x|z)], nats per image), ``recon_mse``
+    (per pixel, between x and E[x|z]), ``recon_pixel_error`` (fraction of pixels where
+    E[x|z] > 0.5 disagrees with binary x), each averaged over the draws, and
+    ``posterior_sd_median`` (median over latent dimensions of the draws' sd).
+    Methods with a density: ``elbo``, the Monte Carlo ELBO over all draws, and, with
+    ``is_samples`` > 0, ``log_likelihood_is`` from the first ``is_samples`` draws.
+    Implicit posteriors: ``kl_gaussian_lower_bound`` (:func:`gaussian_kl_lower_bound`) and
+    ``elbo_upper_bound`` = E_q[log p(x|z)] − that bound, an upper bound on the true ELBO.
+    """
+    density = method.has_density
+    if n_samples < 2 or (is_samples > n_samples):
+        raise ValueError(f"posterior_pass needs 2 ≤ is_samples ≤ n_samples, got {is_samples} and {n_samples}")
+    chunk = _draw_chunk(n_samples, x.shape[0], method.data_dim)
+    draws, log_lik, log_w = [], [], []
+    mse = torch.zeros(x.shape[0], device=x.device)
+    error = torch.zeros(x.shape[0], device=x.device)
+    for start in range(0, n_samples, chunk):
+        z, log_q = method.posterior(x, min(chunk, n_samples - start))
+        logits = method.decoder.logits(z)
+        ll = bernoulli_log_prob(x, logits)
+        mse += (x - torch.sigmoid(logits)).square().mean(-1).sum(0)
+        error += ((logits > 0).to(x.dtype) != x).to(x.dtype).mean(-1).sum(0)
+        draws.append(z)
+        log_lik.append(ll)
+        if density:
+            log_w.append(ll + method.prior.log_prob(z) - log_q)
+    z = torch.cat(draws)
+    expected_ll = torch.cat(log_lik).double().mean(0)
+    mean, cov = gaussian_moments(z)
+    columns = {
+        "recon_bernoulli_nll": -expected_ll,
+        "recon_mse": mse / n_samples,
+        "recon_pixel_error": error / n_samples,
+        "posterior_sd_median": cov.diagonal(dim1=-2, dim2=-1).sqrt().median(-1).values,
     }
+    if density:
+        w = torch.cat(log_w).double()
+        columns["elbo"] = w.mean(0)
+        if is_samples:
+            columns["log_likelihood_is"] = torch.logsumexp(w[:is_samples], 0) - math.log(is_samples)
+    else:
+        kl = gaussian_kl_lower_bound(mean, cov, n_samples)
+        columns["kl_gaussian_lower_bound"] = kl
+        columns["elbo_upper_bound"] = expected_ll - kl
+    return PosteriorPass(columns, mean, cov)

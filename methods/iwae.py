@@ -47,7 +47,7 @@ class IWAE(VAE):
 
     def iwae_bound(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """The k-sample bound per example: logsumexp_i [log p(x, z_i) − log q(z_i|x)] − log k."""
-        q = self.posterior(x)
+        q = self.encode(x)
         z = q.rsample((k,))  # (k, batch, latent): one encoder pass, k reparameterised draws
         log_w = self.log_joint(z, x) - q.log_prob(z)
         return torch.logsumexp(log_w, 0) - math.log(k)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import GaussianEncoder, Method, MethodConfig
+from .base import GaussianEncoder, Method, MethodConfig, PosteriorDraws
 from .registry import register
 
 
@@ -31,17 +31,23 @@ class VAE(Method):
             self.backbone.encoder(self.architecture, self.data_shape, 2 * self.latent_dim)
         )
 
-    def posterior(self, x: torch.Tensor) -> torch.distributions.Independent:
+    def encode(self, x: torch.Tensor) -> torch.distributions.Independent:
+        """q(z|x) as a distribution."""
         return self.encoder(x)
 
+    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
+        q = self.encode(x)  # one encoder pass for the draws and their log q
+        z = q.rsample((n,))
+        return PosteriorDraws(z, q.log_prob(z))
+
     def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        return self.posterior(x).rsample((n,))
+        return self.encode(x).rsample((n,))
 
     def log_q(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.posterior(x).log_prob(z)
+        return self.encode(x).log_prob(z)
 
     def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        q = self.posterior(batch)
+        q = self.encode(batch)
         z = q.rsample()
         if self.config.analytic_kl:
             loc, scale = q.base_dist.loc, q.base_dist.scale
