@@ -64,9 +64,9 @@ def check_data(study: Study) -> dict[str, DataShape]:
                 raise ConfigError(f"data.{split}_subset: {subset:,} examples asked for, but {name} has "
                                   f"{shape.sizes[split]:,} in its {split} split")
         n_test = min(shape.sizes["test"], study.data.test_subset or shape.sizes["test"])
-        if study.eval.ais_steps and study.eval.ais_examples > n_test:
-            raise ConfigError(f"eval.ais_examples: {study.eval.ais_examples:,} asked for, but {name} has "
-                              f"{n_test:,} test examples here (lower ais_examples, or raise data.test_subset)")
+        if study.eval.examples is not None and study.eval.examples > n_test:
+            raise ConfigError(f"eval.examples: {study.eval.examples:,} asked for, but {name} has "
+                              f"{n_test:,} test examples here (lower examples, or raise data.test_subset)")
         n_train = min(shape.sizes["train"], study.data.train_subset or shape.sizes["train"])
         if study.train.batch_size > n_train:
             raise ConfigError(f"train.batch_size: {study.train.batch_size:,} is larger than the {n_train:,} "
@@ -86,7 +86,7 @@ def _trial_eval(config: EvalConfig, has_density: bool) -> EvalConfig:
     return dataclasses.replace(
         config, is_samples=min(config.is_samples, 2) if has_density else 0, elbo_samples=1, batch_size=TRIAL_EXAMPLES,
         quadrature=False,  # its grid is costly, and parse_study already checks the latent size
-        ais_steps=min(config.ais_steps, 2), ais_chains=1, ais_leapfrog=1, ais_examples=TRIAL_EXAMPLES,
+        ais_steps=min(config.ais_steps, 2), ais_chains=1, ais_leapfrog=1, examples=TRIAL_EXAMPLES,
         bdmc_examples=min(config.bdmc_examples, 1))
 
 

@@ -159,8 +159,7 @@ def test_diagnostics_report_the_adversarys_estimates():
     method.adversary = LinearAdversary()
     x = torch.eye(2).repeat(2000, 1)
     diagnostics = method.diagnostics(x)
-    assert set(diagnostics) == {"adversary_kl", "elbo_adversary_est", "adversary_accuracy",
-                                "posterior_sd_median", "kl_gaussian_lower_bound"}
+    assert set(diagnostics) == {"adversary_kl", "elbo_adversary_est", "adversary_accuracy"}
     assert all(v.shape == (4000,) for v in diagnostics.values())
 
     def check(name: str, exact: torch.Tensor) -> None:
@@ -183,7 +182,3 @@ def test_diagnostics_report_the_adversarys_estimates():
         z = method.sample_posterior(x, DIAGNOSTIC_DRAWS)
         recon = method.decoder.log_prob(x, z).mean(0).reshape(2000, 2).mean(0)
     check("elbo_adversary_est", recon - t_mean)
-    # a Gaussian posterior attains the Gaussian-moment bound: it is the exact KL
-    check("kl_gaussian_lower_bound", method.exact_kl(torch.eye(2)))
-    assert torch.allclose(diagnostics["posterior_sd_median"].reshape(2000, 2).mean(0),
-                          scale.median(-1).values, rtol=0.05)
