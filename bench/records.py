@@ -30,6 +30,8 @@ RECORDS = "records"
 PACKAGES = ("vaebench", "torch", "numpy", "scipy", "pandas", "zuko")
 #: keys every record has; a JSON file without them is not a record
 REQUIRED = frozenset({"cell_id", "status", "config"})
+#: keys every record's config has (the table's rows are made of them)
+REQUIRED_CONFIG = frozenset({"dataset", "latent_dim", "label", "seed"})
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -169,6 +171,8 @@ def read_record(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     if not isinstance(record, dict) or not REQUIRED <= set(record) or not isinstance(record["config"], dict):
+        return None
+    if not REQUIRED_CONFIG <= set(record["config"]):
         return None
     return record
 

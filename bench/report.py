@@ -138,7 +138,9 @@ def ordered_frame(records: list[dict[str, Any]], results_dir: Path) -> pd.DataFr
     """:func:`records_frame`, methods in the study's order where ``results_dir`` records it."""
     frame = records_frame(records)
     if frame.empty:
-        raise VaebenchError(f"no run records of the study under {Path(results_dir) / 'records'}")
+        broken = scan_records(results_dir)[1]
+        detail = f" ({len(broken)} unreadable: {', '.join(p.name for p in broken[:3])})" if broken else ""
+        raise VaebenchError(f"no run records of the study under {Path(results_dir) / 'records'}{detail}")
     methods = study_info(results_dir).get("study", {}).get("methods", [])
     rank = {m["label"]: i for i, m in enumerate(methods)}
     return frame.sort_values(

@@ -3,6 +3,7 @@ need the data or a model run in --dry-run, before any training."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -277,15 +278,14 @@ def test_methods_lists_and_shows_one_methods_options(capsys):
     assert code == 0 and "``" not in out and out.startswith("aae ")
     code, out, _ = run_cli(["methods", "avb"], capsys)
     assert code == 0 and "``" not in out
-    assert "noise_dim (int, default 16)" in out and "dimension of the encoder's noise ε" in out
-    assert "adversary_hidden (list of int, default [])" in out
+    assert "noise_dim (int, default 32)" in out and "dimension of the encoder's noise ε" in out
+    assert "adversary_hidden (list of int, default [1024, 1024, 1024])" in out
     assert_one_line(*run_cli(["methods", "nope"], capsys)[::2], "unknown method 'nope'")
 
 
 def test_field_descriptions_cover_every_avb_field_and_inherited_ones():
     docs = field_descriptions(AVBConfig)
-    assert set(docs) == {"lr", "betas", "adversary_lr", "noise_dim", "adversary_steps", "adversary_hidden",
-                         "prior_in_adversary"}
+    assert set(docs) == {f.name for f in dataclasses.fields(AVBConfig)}
     assert docs["lr"].startswith("Adam learning rate of encoder and decoder")  # the subclass's own wins
 
 

@@ -46,7 +46,7 @@ def test_run_writes_records_and_a_table_then_skips_finished_cells(study, tmp_pat
     r = records[0]
     assert {"elbo", "log_likelihood_is", "recon_bernoulli_nll", "recon_mse", "recon_pixel_error"} <= set(r["metrics"])
     assert r["metrics"]["log_likelihood_is"] < 0
-    assert r["config"]["train"]["epochs"] == 1 and r["environment"]["packages"]["torch"]
+    assert r["config"]["train"]["epochs"] == 1 and r["provenance"]["packages"]["torch"]
     readme = (out / "README.md").read_text()
     for figure in ("log_likelihood", "training_curves", "samples", "reconstructions"):
         assert (out / "figures" / f"{figure}.png").stat().st_size > 1000
@@ -70,7 +70,7 @@ def test_dry_run_lists_cells_with_stable_ids(study, capsys):
     assert main(["run", str(study), "--dry-run"]) == 0
     assert capsys.readouterr().out == first
     assert first.count(": vae on mnist, latent 4") == 4 and "4 cells" in first
-    assert first.count("  run: ") == 4
+    assert first.count("  train: ") == 4
 
 
 @pytest.mark.parametrize("text, message", [

@@ -54,7 +54,8 @@ def test_a_bare_nan_file_is_not_a_record(tmp_path):
 
 
 def test_records_and_per_example_values_round_trip(tmp_path):
-    record = {"cell_id": "c", "status": "ok", "config": {"seed": 0}, "metrics": {"elbo": float("nan")}}
+    config = {"dataset": "mnist", "latent_dim": 2, "label": "vae", "seed": 0}
+    record = {"cell_id": "c", "status": "ok", "config": config, "metrics": {"elbo": float("nan")}}
     arrays = {"indices": np.arange(5), "elbo": np.linspace(-3, -1, 5).astype(np.float32)}
     record["per_example"] = write_values(tmp_path, "c", arrays)
     write_record(tmp_path, record)

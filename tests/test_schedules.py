@@ -38,7 +38,8 @@ def test_burda2016_preset_runs_the_papers_protocol():
     assert study.train.epochs == 3280 and study.train.batch_size == 20 and not study.train.shuffle
     assert study.data.valid_from_train == 400 and study.data.test_subset is None
     assert study.architecture.hidden == (200, 200) and study.architecture.activation == "tanh"
-    assert study.eval.is_samples == 5000 and study.latent_dims == (50,)
+    assert study.eval.full_test_is_samples == 5000 and study.latent_dims == (50,)
+    assert study.published.values == {"vae": -86.76, "iwae-k5": -85.54, "iwae-k50": -84.78}
     configs = {run.label: run.method_config for run in study.cells()}
     assert configs["vae"]["analytic_kl"] is False
     assert [configs[label].get("k") for label in configs] == [None, 5, 50]
