@@ -21,6 +21,7 @@ from .config import to_dict
 from .errors import VaebenchError
 from .records import dumps, loads, read_values, scan_records
 from .study import Study
+from .text import plural
 
 #: (record key, table heading, one-line explanation), in the order the table shows them
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -255,8 +256,8 @@ def diagnostics_table(summary: pd.DataFrame) -> str | None:
 
 
 # --- paired comparisons -------------------------------------------------------------------
-def paired_differences(records: list[dict[str, Any]], results_dir: Path, reference: str | None = None
-                       ) -> pd.DataFrame:
+def paired_differences(records: list[dict[str, Any]], results_dir: Path, reference: str | None = None,
+                       order: list[str] | None = None) -> pd.DataFrame:
     """Each method minus the reference method, per data set, latent size and metric, paired by
     seed and test image.
 
@@ -265,7 +266,7 @@ def paired_differences(records: list[dict[str, Any]], results_dir: Path, referen
     error over seeds (NaN with one seed).
     """
     values: dict[tuple[str, int, str, int], dict[str, np.ndarray]] = {}
-    order: list[str] = []
+    order = list(order or [])
     for r in records:
         if r.get("status") != "ok":
             continue
@@ -395,8 +396,8 @@ def _provenance_lines(records: list[dict[str, Any]]) -> list[str]:
     lines = []
     for (commit, dirty, torch_version, device, threads), count in seen.items():
         code = "unknown code" if not commit else f"commit {commit[:12]}" + (" (with local changes)" if dirty else "")
-        lines.append(f"- {count} cells: {code}, torch {torch_version}, {device or 'unknown device'}, "
-                     f"{threads} threads")
+        lines.append(f"- {plural(count, 'cell')}: {code}, torch {torch_version}, {device or 'unknown device'}, "
+                     f"{plural(threads, 'thread') if isinstance(threads, int) else 'unknown threads'}")
     return lines
 
 
@@ -416,7 +417,7 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
     ok = [r for r in current if r.get("status") == "ok"]
     failed = [r for r in current if r.get("status") != "ok"]
     methods = [m["label"] for m in info.get("study", {}).get("methods", [])]
-    paired = paired_differences(ok, results_dir, reference=methods[0] if methods else None)
+    paired = paired_differences(ok, results_dir, reference=methods[0] if methods else None, order=methods)
     fig_dir = results_dir / "figures"
     ok_frame = frame[frame["status"] == "ok"]
     drawn = [
@@ -431,7 +432,8 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
     if study.get("description"):
         lines += [study["description"].strip(), ""]
     if info.get("command"):
-        lines += [f"Produced by `{info['command']}`; `vaebench report {results_dir.name}` regenerates this "
+        shown_dir = results_dir if not results_dir.is_absolute() else Path(results_dir.name)
+        lines += [f"Produced by `{info['command']}`; `vaebench report {shown_dir}` regenerates this "
                   "report from the records alone.", ""]
     lines += [f"{len(ok)} finished cells" + (f", {len(failed)} failed" if failed else "")
               + f". Log-likelihoods and ELBOs in nats per test image (higher is better). N is the number of "
