@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import os
 import shutil
 import time
@@ -26,6 +25,7 @@ from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 from vaebench.datasets import DataConfig, DataSplits, load_dataset
+from vaebench.datasets.storage import sha256_file
 from vaebench.methods import Method, create_method
 
 from .checkpoint import CHECKPOINT, load_checkpoint, save_config
@@ -52,14 +52,6 @@ def _cached_dataset(name: str, config: DataConfig) -> DataSplits:
 def build_method(run: RunConfig, data: DataSplits) -> Method:
     return create_method(run.method, run.method_config, data_shape=data.image_shape,
                          latent_dim=run.latent_dim, architecture=run.architecture)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _usable_checkpoint(checkpoint_dir: Path) -> str | None:
@@ -111,7 +103,7 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
         dynamic = run.data.train_binarization == "dynamic" and not data.binary
         result = train(method, on_device, run.train, seed=run.seed, dynamic_binarization=dynamic,
                        checkpoint_dir=checkpoint_dir, progress=progress, description=run.cell_id)
-        record["checkpoint_sha256"] = _file_sha256(checkpoint_dir / CHECKPOINT)
+        record["checkpoint_sha256"] = sha256_file(checkpoint_dir / CHECKPOINT)
         evaluation = evaluate(method, on_device.test, run.eval, progress=progress, description=f"eval {run.cell_id}")
         arrays = {"indices": evaluation.indices, **evaluation.per_example}
         full = getattr(evaluation, "per_example_full", None) or {}
