@@ -328,6 +328,7 @@ def _backend(execution: Execution, jobs: int):
 
 def _summary(record: dict[str, Any]) -> str:
     m = record["metrics"]
-    parts = [f"{k}={m[k]:.2f}" for k in ("log_likelihood_ais", "bdmc_gap", "log_likelihood_is", "elbo") if k in m]
+    parts = [f"{k}={m[k]:.3f}" for k in ("exact_log_likelihood", "log_likelihood_ais", "bdmc_gap", "log_likelihood_is", "elbo")
+             if k in m]
     return " ".join(parts + [f"train {record['timings']['train_seconds']:.0f}s",
                              f"eval {record['timings']['eval_seconds']:.0f}s"])
