@@ -62,10 +62,16 @@ def log_likelihood_plot(frame: pd.DataFrame, path: Path) -> Path | None:
     return _save(grid.figure, path)
 
 
-def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
+def training_curves(records: list[dict[str, Any]], path: Path, order: list[str] | None = None) -> Path | None:
     """Validation ELBO per epoch for each method (mean and 95% CI over seeds); every evaluated epoch
-    is marked, so a run of one epoch is a point rather than an invisible line."""
-    rows = [{"method": r["config"]["label"], "dataset": r["config"]["dataset"],
+    is marked, so a run of one epoch is a point rather than an invisible line. Methods without a
+    posterior density (no ``elbo`` metric) log their own estimate, which is no bound: their legend
+    entry says so. ``order``: the methods' order (the study's)."""
+
+    def label(r: dict[str, Any]) -> str:
+        return r["config"]["label"] + ("" if "elbo" in r.get("metrics", {}) else " (own estimate, not a bound)")
+
+    rows = [{"method": label(r), "dataset": r["config"]["dataset"],
              "latent_dim": r["config"]["latent_dim"], "seed": r["config"]["seed"],
              "epoch": h["epoch"], "valid_elbo": h["valid_elbo"]}
             for r in records if r.get("status") == "ok" for h in r.get("history", []) if "valid_elbo" in h]
@@ -74,7 +80,10 @@ def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
     frame = pd.DataFrame(rows)
     frame["setting"] = _settings(frame)
     epochs = sorted(frame["epoch"].unique())
-    grid = sns.relplot(data=frame, x="epoch", y="valid_elbo", hue="method", col="setting", kind="line",
+    rank = {m: i for i, m in enumerate(order or [])}
+    hue_order = sorted(frame["method"].unique(), key=lambda m: (rank.get(m.split(" (")[0], len(rank)), m))
+    grid = sns.relplot(data=frame, x="epoch", y="valid_elbo", hue="method", hue_order=hue_order, col="setting",
+                       kind="line",
                        marker="o", markersize=5, errorbar=("ci", 95), seed=0, facet_kws={"sharey": False},
                        err_style="band" if len(epochs) > 1 else "bars", height=3.2, aspect=1.3)
     grid.set_axis_labels("epoch", "validation ELBO (nats)")

@@ -184,7 +184,8 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
             values = good.loc[has, metric].to_numpy(dtype=float)
             row[f"{metric}_mean"] = float(values.mean())
             if len(values) > 1:
-                row[f"{metric}_se"] = float(values.std(ddof=1) / math.sqrt(len(values)))
+                with np.errstate(invalid="ignore"):  # infinite values (a point-mass posterior's KL) give NaN
+                    row[f"{metric}_se"] = float(values.std(ddof=1) / math.sqrt(len(values)))
             elif f"{metric}__sem" in good:
                 row[f"{metric}_se"] = float(good.loc[has, f"{metric}__sem"].iloc[0])
             else:
@@ -422,7 +423,7 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
     ok_frame = frame[frame["status"] == "ok"]
     drawn = [
         figures.log_likelihood_plot(ok_frame, fig_dir / "log_likelihood.png") if len(ok_frame) else None,
-        figures.training_curves(ok, fig_dir / "training_curves.png"),
+        figures.training_curves(ok, fig_dir / "training_curves.png", order=methods),
         *figures.image_grids(ok, fig_dir / "samples.png", fig_dir / "reconstructions.png"),
     ]
     drawn = [p for p in drawn if p is not None]
