@@ -27,6 +27,8 @@ import numpy as np
 from vaebench.datasets.storage import atomic_write_bytes
 
 RECORDS = "records"
+#: what a record's "dirty" flag looks at: the code, its build and its pins
+CODE_PATHS = ("bench", "methods", "datasets", "pyproject.toml", "constraints.txt", "tox.ini")
 PACKAGES = ("vaebench", "torch", "numpy", "scipy", "pandas", "zuko")
 #: keys every record has; a JSON file without them is not a record
 REQUIRED = frozenset({"cell_id", "status", "config"})
@@ -81,13 +83,14 @@ def _cpu_model() -> str:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
-    """The git commit of the code that is running and whether its tree had local changes."""
+    """The git commit of the code that is running and whether its code (:data:`CODE_PATHS`) had local changes."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        # only the code counts: results being written by a run are no change to what produced them
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                 *CODE_PATHS], capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(status.strip())}
