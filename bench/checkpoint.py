@@ -28,12 +28,23 @@ def save_checkpoint(directory: Path, state: dict[str, Any]) -> Path:
     return path
 
 
+CORRUPT = f"{CHECKPOINT}.corrupt"
+
+
 def load_checkpoint(directory: Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The checkpoint in ``directory``, or None when there is none."""
+    """The checkpoint in ``directory``, or None when there is none.
+
+    A checkpoint that cannot be loaded is set aside as ``checkpoint.pt.corrupt`` (replacing
+    an older one) and None is returned, so that a damaged file never blocks its run.
+    """
     path = Path(directory) / CHECKPOINT
     if not path.exists():
         return None
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # noqa: BLE001 - whatever makes the file unreadable, it is not trusted
+        path.replace(path.with_name(CORRUPT))
+        return None
 
 
 def save_config(directory: Path, config: dict[str, Any]) -> Path:

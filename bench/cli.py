@@ -52,7 +52,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cells = study.cells()
     if args.dry_run:
         for run in cells:
-            action = plan_cell(out, run, force=args.force, reevaluate=args.reevaluate)
+            action, _ = plan_cell(out, run, force=args.force, reevaluate=args.reevaluate)
             budget = plural(run.train.epochs, "epoch") if run.train.epochs else plural(run.train.steps, "step")
             print(f"{run.cell_id}  {action}: {run.method} on {run.dataset}, latent {run.latent_dim}, "
                   f"seed {run.seed}, {budget} of batch {run.train.batch_size}")

@@ -28,7 +28,7 @@ from vaebench.datasets import DataConfig, DataSplits, load_dataset
 from vaebench.datasets.storage import sha256_file
 from vaebench.methods import Method, create_method
 
-from .checkpoint import CHECKPOINT, load_checkpoint, save_config
+from .checkpoint import CHECKPOINT, save_config
 from .config import require
 from .device import resolve_device, seed_everything
 from .errors import ConfigError
@@ -52,19 +52,6 @@ def _cached_dataset(name: str, config: DataConfig) -> DataSplits:
 def build_method(run: RunConfig, data: DataSplits) -> Method:
     return create_method(run.method, run.method_config, data_shape=data.image_shape,
                          latent_dim=run.latent_dim, architecture=run.architecture)
-
-
-def _usable_checkpoint(checkpoint_dir: Path) -> str | None:
-    """Set aside a checkpoint that cannot be loaded (so that it never blocks its cell); say so."""
-    path = checkpoint_dir / CHECKPOINT
-    if not path.exists():
-        return None
-    try:
-        load_checkpoint(checkpoint_dir)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside, whatever the cause
-        path.replace(path.with_name(f"{CHECKPOINT}.corrupt"))
-        return f"unreadable checkpoint set aside as {CHECKPOINT}.corrupt ({type(exc).__name__}); trained afresh"
-    return None
 
 
 def _provenance(device: torch.device | None) -> dict[str, Any]:
@@ -91,9 +78,6 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
         if retrain:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        note = _usable_checkpoint(checkpoint_dir)
-        if note:
-            record["notes"].append(note)
         save_config(checkpoint_dir, run.training_dict())
         seed_everything(run.seed)
         data = _cached_dataset(run.dataset, run.data)
@@ -103,6 +87,7 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
         dynamic = run.data.train_binarization == "dynamic" and not data.binary
         result = train(method, on_device, run.train, seed=run.seed, dynamic_binarization=dynamic,
                        checkpoint_dir=checkpoint_dir, progress=progress, description=run.cell_id)
+        record["notes"] += result.notes
         record["checkpoint_sha256"] = sha256_file(checkpoint_dir / CHECKPOINT)
         evaluation = evaluate(method, on_device.test, run.eval, progress=progress, description=f"eval {run.cell_id}")
         arrays = {"indices": evaluation.indices, **evaluation.per_example}
@@ -134,25 +119,20 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
     return record
 
 
-def finished_record(results_dir: Path, run: RunConfig) -> dict[str, Any] | None:
-    """``run``'s record if it is valid, has status ok and was evaluated with ``run``'s settings."""
-    record = read_record(record_path(results_dir, run.cell_id))
-    if record is None or record.get("status") != "ok" or record.get("eval_id") != run.eval_id:
-        return None
-    return record
-
-
-def plan_cell(results_dir: Path, run: RunConfig, *, force: bool = False, reevaluate: bool = False) -> str:
-    """What a run does with ``run``: ``skip``, ``evaluate`` (a trained model, new evaluation) or ``train``."""
+def plan_cell(results_dir: Path, run: RunConfig, *, force: bool = False, reevaluate: bool = False
+              ) -> tuple[str, dict[str, Any] | None]:
+    """What a run does with ``run`` and the record that decided it (read once): ``skip`` (a finished
+    record with the study's evaluation), ``evaluate`` (a trained model, new evaluation) or ``train``."""
     if force:
-        return "train"
-    if finished_record(results_dir, run) is not None and not reevaluate:
-        return "skip"
-    checkpoint = Path(results_dir) / CHECKPOINTS / run.cell_id / CHECKPOINT
-    previous = read_record(record_path(results_dir, run.cell_id))
-    if checkpoint.exists() and previous is not None and previous.get("status") == "ok":
-        return "evaluate"
-    return "train"
+        return "train", None
+    record = read_record(record_path(results_dir, run.cell_id))
+    if record is None or record.get("status") != "ok":
+        return "train", record
+    if record.get("eval_id") == run.eval_id and not reevaluate:
+        return "skip", record
+    if (Path(results_dir) / CHECKPOINTS / run.cell_id / CHECKPOINT).exists():
+        return "evaluate", record
+    return "train", record
 
 
 def _run_in_worker(run: RunConfig, results_dir: Path, device: str | None, threads: int,
@@ -264,10 +244,10 @@ def _run_locked(study: Study, results_dir: Path, *, device: str | None, force: b
     todo: list[tuple[RunConfig, bool]] = []
     actions = {"skip": 0, "evaluate": 0, "train": 0}
     for run in cells:
-        action = plan_cell(results_dir, run, force=force, reevaluate=reevaluate)
+        action, record = plan_cell(results_dir, run, force=force, reevaluate=reevaluate)
         actions[action] += 1
         if action == "skip":
-            records[run.cell_id] = finished_record(results_dir, run)
+            records[run.cell_id] = record
         else:
             todo.append((run, force))
     if actions["skip"]:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from vaebench.datasets import DataSplits, TrainBatches
 from vaebench.methods import Method
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, CORRUPT, load_checkpoint, save_checkpoint
 from .config import require
 from .errors import TrainingDiverged
 from .metrics import batched_mean, elbo
@@ -71,6 +71,8 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     resumed_from_epoch: int = 0
+    #: what a reader of the record should know, e.g. that a damaged checkpoint was set aside
+    notes: list[str] = field(default_factory=list)
 
 
 def _finite_or_raise(epoch: int, means: dict[str, float]) -> None:
@@ -116,7 +118,10 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
     result = TrainResult()
 
     start_epoch = 0
+    existed = bool(checkpoint_dir) and (Path(checkpoint_dir) / CHECKPOINT).exists()
     state = load_checkpoint(checkpoint_dir, map_location=device) if checkpoint_dir else None
+    if existed and state is None:
+        result.notes.append(f"unreadable checkpoint set aside as {CORRUPT}; trained afresh")
     if state is None:
         method.init_from_data(data.train)
     else:
