@@ -42,9 +42,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
      "true ELBO of an implicit posterior"),
     ("bdmc_gap", "BDMC gap",
      "reverse minus forward AIS on data simulated from the model: how far AIS is from exact (smaller is tighter)"),
-    ("recon_bernoulli_nll", "recon NLL (nats)", "−log p(x|z) at one posterior draw (lower is better)"),
-    ("recon_mse", "recon MSE", "per-pixel squared error of E[x|z] at one posterior draw"),
-    ("recon_pixel_error", "pixel error", "fraction of pixels where the thresholded reconstruction is wrong"),
+    ("recon_bernoulli_nll", "recon NLL (nats)", "E_q[−log p(x|z)], averaged over the posterior draws (lower is better)"),
+    ("recon_mse", "recon MSE", "per-pixel squared error of E[x|z], averaged over the posterior draws"),
+    ("recon_pixel_error", "pixel error", "fraction of pixels where the thresholded E[x|z] is wrong, averaged over the posterior draws"),
     ("aggregate_kl", "KL(q(z) ‖ p(z))", "KL of the aggregate posterior to the prior, by quadrature (2-D)"),
     ("train_seconds", "train s", "wall seconds of training"),
     ("eval_seconds", "eval s", "wall seconds of evaluation"),
@@ -176,6 +176,8 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
                                                                  group.loc[group.status != "ok", "error"]))
         sizes = sorted({int(n) for n in good["n_examples"] if not pd.isna(n)})
         row["n_examples"] = "/".join(map(str, sizes))
+        simulated = good["bdmc_examples"] if "bdmc_examples" in good else pd.Series(dtype=float)
+        row["n_bdmc"] = "/".join(str(int(n)) for n in sorted(set(simulated.dropna())))
         for metric in metrics:
             has = good[f"{metric}__has"].eq(True) if f"{metric}__has" in good else pd.Series(False, good.index)
             if not has.any():  # not computed for this method: distinct from computed and NaN
@@ -221,6 +223,8 @@ def _shown(summary: pd.DataFrame, columns: tuple[tuple[str, str, str], ...], lat
                      for c, (_, row) in zip(cells, summary.iterrows())]
         shown[heading] = [c.replace("±", "$\\pm$").replace("⚠", "(!)") if latex else c for c in cells]
     shown["N"] = summary["n_examples"]
+    if "BDMC gap" in shown and summary["n_bdmc"].astype(bool).any():
+        shown["N BDMC"] = summary["n_bdmc"]  # its own images, simulated from each model
     shown["seeds"] = summary["n_seeds"]
     if summary["failed"].astype(bool).any():
         shown["failed"] = summary["failed"]
@@ -387,6 +391,25 @@ def write_table(results_dir: Path, frame: pd.DataFrame | None = None) -> dict[st
     return paths
 
 
+def _estimator_settings(evaluation: dict[str, Any]) -> dict[str, str]:
+    """The estimators' settings from the study's ``[eval]``, appended to the column explanations."""
+    out = {}
+    if evaluation.get("is_samples"):
+        out["log_likelihood_is"] = f" ({evaluation['is_samples']:,} samples per image)"
+    if evaluation.get("full_test_is_samples"):
+        out["log_likelihood_is_full"] = f" ({evaluation['full_test_is_samples']:,} samples per image)"
+    if evaluation.get("ais_steps"):
+        prior = evaluation.get("ais_prior_steps") or evaluation["ais_steps"]
+        out["log_likelihood_ais"] = (f" ({evaluation.get('ais_chains')} chains × {evaluation.get('ais_leapfrog')} "
+                                     f"leapfrog steps; {evaluation['ais_steps']} temperatures from the posterior's "
+                                     f"Gaussian, {prior} from the prior)")
+    draws = max(evaluation.get(k) or 0 for k in ("is_samples", "elbo_samples", "moment_samples"))
+    if draws:  # one set of draws per image serves the ELBO, reconstruction and the posterior's moments
+        for key in ("elbo", "elbo_upper_bound", "recon_bernoulli_nll", "recon_mse", "recon_pixel_error"):
+            out[key] = f" ({draws:,} draws per image)"
+    return out
+
+
 def _provenance_lines(records: list[dict[str, Any]]) -> list[str]:
     seen: dict[tuple, int] = {}
     for r in records:
@@ -442,8 +465,12 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
               f"(images simulated from the model) and columns marked 'full test set'; {spread_note(summary)}. "
               "'—' means not computed for that method, 'nan' means computed and not a number.", "",
               markdown_table(summary), ""]
-    lines += ["Columns:", ""] + [f"- **{h}**: {text}" for k, h, text in COLUMNS if f"{k}_mean" in summary
-                                 and (summary[f"{k}_state"] != "absent").any()] + [""]
+    settings = _estimator_settings(study.get("eval") or {})
+    lines += ["Columns:", ""] + [f"- **{h}**: {text}{settings.get(k, '')}" for k, h, text in COLUMNS
+                                 if f"{k}_mean" in summary and (summary[f"{k}_state"] != "absent").any()]
+    if "n_bdmc" in summary and summary["n_bdmc"].astype(bool).any():
+        lines += ["- **N BDMC**: images simulated from each model for the BDMC gap"]
+    lines += [""]
     diag = diagnostics_table(summary)
     if diag:
         lines += ["## Adversary diagnostics", "", diag, ""]
