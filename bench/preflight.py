@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vaebench.datasets import DATASETS
+from vaebench.datasets import raw_splits
 from vaebench.methods import Method, create_method
 
 from .device import resolve_device
@@ -43,7 +43,7 @@ class DataShape:
 @functools.lru_cache(maxsize=8)
 def data_shape(name: str) -> DataShape:
     """Split sizes and example shape of data set ``name`` (loaded once per process)."""
-    splits = DATASETS.get(name)()
+    splits = raw_splits(name)
     return DataShape(splits.sizes(), tuple(splits.image_shape),
                      {k: getattr(splits, k)[:TRIAL_EXAMPLES].clone() for k in ("train", "valid", "test")})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -13,6 +14,13 @@ from .binarize import binarize_eval, dynamic_binarization, fixed_binarization, t
 from .registry import DATASETS
 
 
+@functools.lru_cache(maxsize=4)
+def raw_splits(name: str) -> DataSplits:
+    """Data set ``name`` as its loader gives it, loaded once per process (preflight and every
+    cell share it). Its tensors are shared: slice or copy them, never change them in place."""
+    return DATASETS.get(name)()
+
+
 def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
     """Load data set ``name``, cut it to the configured subsets, and binarize validation and test.
 
@@ -20,7 +28,7 @@ def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
     Subsets are the first N examples, so a subset means the same examples everywhere.
     """
     config = config or DataConfig()
-    splits = DATASETS.get(name)()
+    splits = raw_splits(name)
     train, valid = splits.train, splits.valid
     if config.valid_from_train is not None:
         pool = torch.cat([train, valid])

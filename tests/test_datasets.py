@@ -7,10 +7,22 @@ import pytest
 import torch
 
 from vaebench.cli import main
-from vaebench.datasets import DataConfig, TrainBatches, fashion_mnist, load_dataset, mnist
+from vaebench.datasets import DataConfig, TrainBatches, fashion_mnist, load_dataset, mnist, raw_splits
 from vaebench.datasets.binarize import fixed_binarization
 from vaebench.datasets.storage import sha256_file
 from vaebench.errors import ChecksumError, DataUnavailableError
+from vaebench.preflight import data_shape
+
+
+@pytest.fixture
+def fresh_data_cache():
+    """Data sets are loaded once per process; a test that moves the data must not see, or
+    leave behind, a copy loaded from elsewhere."""
+    raw_splits.cache_clear()
+    data_shape.cache_clear()
+    yield
+    raw_splits.cache_clear()
+    data_shape.cache_clear()
 
 
 def test_mnist_is_checksummed_and_has_the_standard_split():
@@ -70,7 +82,7 @@ def _write_idx(path, images):
         f.write(struct.pack(">IIII", 0x803, len(images), 28, 28) + images.tobytes())
 
 
-def test_fashion_mnist_reads_idx_files_from_the_data_dir(tmp_path, monkeypatch):
+def test_fashion_mnist_reads_idx_files_from_the_data_dir(tmp_path, monkeypatch, fresh_data_cache):
     rng = np.random.default_rng(0)
     folder = tmp_path / "fashion-mnist"
     folder.mkdir()
@@ -85,7 +97,7 @@ def test_fashion_mnist_reads_idx_files_from_the_data_dir(tmp_path, monkeypatch):
     np.testing.assert_allclose(data.valid[0].numpy(), train[50] / 255.0, rtol=1e-6)
 
 
-def test_missing_fashion_mnist_is_one_clear_line(tmp_path, monkeypatch, capsys):
+def test_missing_fashion_mnist_is_one_clear_line(tmp_path, monkeypatch, capsys, fresh_data_cache):
     monkeypatch.setenv("VAEBENCH_DATA", str(tmp_path))
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "nowhere")
     with pytest.raises(DataUnavailableError, match="apt-get install dataset-fashion-mnist"):
@@ -145,3 +157,23 @@ def test_unshuffled_batches_keep_the_order_and_draw_fresh_bits():
     x[:, 0], x[:, 1] = 0.0, 1.0
     bits = torch.cat(list(binary))
     assert (bits[:, 0] == 0).all() and (bits[:, 1] == 1).all()
+
+
+def test_a_data_set_is_loaded_once_per_process_by_preflight_and_every_cell(monkeypatch, fresh_data_cache):
+    from vaebench.datasets import DATASETS
+    from vaebench.datasets.base import DataSplits
+
+    calls = []
+
+    def loader() -> DataSplits:
+        calls.append(1)
+        images = torch.rand(30, 4)
+        return DataSplits("counted", images[:10], images[10:20], images[20:], image_shape=(4,))
+
+    monkeypatch.setitem(DATASETS._entries, "counted", loader)
+    data_shape("counted")
+    first = load_dataset("counted", DataConfig(train_subset=5))
+    second = load_dataset("counted", DataConfig(train_subset=8))
+    assert len(calls) == 1
+    assert first.train.shape == (5, 4) and second.train.shape == (8, 4)
+    assert torch.equal(first.train, second.train[:5])  # the same images, not a second draw
