@@ -1,4 +1,4 @@
-"""Shared fixtures: seeded, single-threaded, small."""
+"""Shared fixtures: seeded, single-threaded, small; ``--device`` picks where device-aware tests run."""
 
 from __future__ import annotations
 
@@ -6,9 +6,39 @@ import pytest
 import torch
 
 from vaebench.datasets import DataConfig, load_dataset
+from vaebench.device import resolve_device
+from vaebench.errors import ConfigError
 
 # Tests share two cores; one thread each keeps timings stable and results deterministic.
 torch.set_num_threads(1)
+
+_DEVICE = pytest.StashKey[torch.device]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", choices=("auto", "cpu", "cuda"),
+                     help="where the device-aware tests run: cpu (default), cuda, or auto (CUDA when present)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # resolved once, so that --device cuda without a GPU stops the session with one line
+    # (a usage error, exit status 4) instead of failing every test that uses the fixture
+    try:
+        config.stash[_DEVICE] = resolve_device(config.getoption("--device"))
+    except ConfigError as exc:
+        raise pytest.UsageError(f"--device {config.getoption('--device')}: {exc}") from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    device = config.stash[_DEVICE]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return f"vaebench test device: {device} ({name})"
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig: pytest.Config) -> torch.device:
+    """The device of ``--device``: models and data of the device-aware tests go there."""
+    return pytestconfig.stash[_DEVICE]
 
 
 @pytest.fixture(autouse=True)

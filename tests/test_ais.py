@@ -1,5 +1,9 @@
 """AIS and BDMC against exact answers: a linear-Gaussian model (closed form), a Bernoulli
-decoder with a 2-D latent (quadrature), and a small trained VAE (importance sampling)."""
+decoder with a 2-D latent (quadrature), and a small trained VAE (importance sampling).
+
+The exact-answer tests run on the ``device`` fixture (``pytest --device cuda``); their models
+are built from CPU generators and moved, so that on the CPU the numbers are those of a plain run.
+"""
 
 from __future__ import annotations
 
@@ -20,21 +24,23 @@ TOLERANCE = 0.05
 class LinearGaussian:
     """x = W z + b + N(0, σ² I), z ~ N(0, I): log p(x) = log N(x; b, W Wᵀ + σ² I)."""
 
-    def __init__(self, latent_dim: int = 3, data_dim: int = 12, sigma: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, latent_dim: int = 3, data_dim: int = 12, sigma: float = 0.5, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
         g = torch.Generator().manual_seed(seed)
         self.latent_dim, self.sigma = latent_dim, sigma
-        self.W = torch.randn(data_dim, latent_dim, generator=g)
-        self.b = 0.3 * torch.randn(data_dim, generator=g)
+        self.W = torch.randn(data_dim, latent_dim, generator=g).to(device)
+        self.b = (0.3 * torch.randn(data_dim, generator=g)).to(device)
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         r = x - (z @ self.W.T + self.b)
         return -0.5 * (r.square().sum(-1) / self.sigma**2 + x.shape[-1] * math.log(2 * math.pi * self.sigma**2))
 
     def sample_x(self, z: torch.Tensor) -> torch.Tensor:
-        return z @ self.W.T + self.b + self.sigma * torch.randn(len(z), self.W.shape[0])
+        return z @ self.W.T + self.b + self.sigma * torch.randn(len(z), self.W.shape[0], device=z.device)
 
     def exact(self, x: torch.Tensor) -> torch.Tensor:
-        cov = self.W.double() @ self.W.double().T + self.sigma**2 * torch.eye(self.W.shape[0], dtype=torch.float64)
+        eye = torch.eye(self.W.shape[0], dtype=torch.float64, device=self.W.device)
+        cov = self.W.double() @ self.W.double().T + self.sigma**2 * eye
         return torch.distributions.MultivariateNormal(self.b.double(), cov).log_prob(x.double())
 
 
@@ -45,7 +51,7 @@ def grid_log_marginal(logits_fn, x: torch.Tensor, half_width: float = 6.0, n: in
     geometrically, so the grid error is far below the AIS tolerance. Batched over examples:
     the decoder runs once on the grid, log p(x|z) for all x is one matmul.
     """
-    g = torch.linspace(-half_width, half_width, n, dtype=torch.float64)
+    g = torch.linspace(-half_width, half_width, n, dtype=torch.float64, device=x.device)
     parts = []
     for z in torch.cartesian_prod(g, g).split(1 << 15):  # chunks bound memory for wide decoders
         logits = logits_fn(z.float()).double()
@@ -57,13 +63,13 @@ def grid_log_marginal(logits_fn, x: torch.Tensor, half_width: float = 6.0, n: in
 
 
 @pytest.fixture(scope="module")
-def bernoulli_2d() -> nn.Module:
+def bernoulli_2d(device: torch.device) -> nn.Module:
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 64))
     with torch.no_grad():
         net[0].weight.mul_(1.5)
         net[2].weight.mul_(2.0)
-    return net
+    return net.to(device)
 
 
 def _bernoulli_ll(net: nn.Module):
@@ -79,10 +85,10 @@ def test_schedule_runs_exactly_from_zero_to_one(kind: str) -> None:
 
 
 # --- 1. linear-Gaussian: closed form ---------------------------------------------------------
-def test_linear_gaussian_matches_closed_form_and_improves_with_temperatures() -> None:
-    model = LinearGaussian()
+def test_linear_gaussian_matches_closed_form_and_improves_with_temperatures(device: torch.device) -> None:
+    model = LinearGaussian(device=device)
     torch.manual_seed(0)
-    x = model.sample_x(torch.randn(32, model.latent_dim))
+    x = model.sample_x(torch.randn(32, model.latent_dim, device=device))
     exact = model.exact(x)
     errors = {}
     for steps in (20, 1000):
@@ -97,11 +103,11 @@ def test_linear_gaussian_matches_closed_form_and_improves_with_temperatures() ->
     assert abs(errors[1000].mean()) < abs(errors[20].mean())
 
 
-def test_initial_density_other_than_prior_is_weighted_correctly() -> None:
+def test_initial_density_other_than_prior_is_weighted_correctly(device: torch.device) -> None:
     """Starting from a (deliberately offset, too wide) Gaussian must still estimate log p(x)."""
-    model = LinearGaussian()
+    model = LinearGaussian(device=device)
     torch.manual_seed(0)
-    z_true = torch.randn(32, model.latent_dim)
+    z_true = torch.randn(32, model.latent_dim, device=device)
     x = model.sample_x(z_true)
     start = torch.distributions.Normal(z_true + 0.3, torch.full_like(z_true, 0.5))
     from vaebench.metrics import Proposal
@@ -112,40 +118,41 @@ def test_initial_density_other_than_prior_is_weighted_correctly() -> None:
 
 
 # --- 2. Bernoulli decoder, 2-D latent: quadrature ----------------------------------------------
-def test_bernoulli_2d_matches_quadrature(bernoulli_2d: nn.Module) -> None:
+def test_bernoulli_2d_matches_quadrature(bernoulli_2d: nn.Module, device: torch.device) -> None:
     torch.manual_seed(3)
     with torch.no_grad():
-        x = torch.bernoulli(torch.sigmoid(bernoulli_2d(torch.randn(32, 2))))
+        x = torch.bernoulli(torch.sigmoid(bernoulli_2d(torch.randn(32, 2, device=device))))
         exact = grid_log_marginal(bernoulli_2d, x)
     result = ais_log_likelihood(_bernoulli_ll(bernoulli_2d), x, 2, n_chains=16, n_steps=500,
                                 leapfrog_steps=10, seed=4)
     assert abs((result.log_likelihood.double() - exact).mean()) < TOLERANCE
 
 
-def test_quadrature_grid_is_converged(bernoulli_2d: nn.Module) -> None:
+def test_quadrature_grid_is_converged(bernoulli_2d: nn.Module, device: torch.device) -> None:
     torch.manual_seed(3)
     with torch.no_grad():
-        x = torch.bernoulli(torch.sigmoid(bernoulli_2d(torch.randn(8, 2))))
+        x = torch.bernoulli(torch.sigmoid(bernoulli_2d(torch.randn(8, 2, device=device))))
         fine, coarse = grid_log_marginal(bernoulli_2d, x, n=401), grid_log_marginal(bernoulli_2d, x, n=301)
     assert torch.allclose(fine, coarse, atol=1e-3)
 
 
 # --- 3. BDMC brackets the exact value ---------------------------------------------------------
-def test_bdmc_brackets_linear_gaussian() -> None:
+def test_bdmc_brackets_linear_gaussian(device: torch.device) -> None:
     # 64 examples: each bound is ~0.1 nats from the exact value, and the mean over 32 examples
     # of either bound's error has a standard deviation of ~0.03-0.07 nats
-    model = LinearGaussian()
-    result = bdmc(model.log_likelihood, model.sample_x, model.latent_dim, 64, n_chains=16, n_steps=100, seed=5)
+    model = LinearGaussian(device=device)
+    result = bdmc(model.log_likelihood, model.sample_x, model.latent_dim, 64, n_chains=16, n_steps=100, seed=5,
+                  device=device)
     exact = model.exact(result.x)
     assert result.lower.double().mean() < exact.mean() < result.upper.double().mean()
     assert 0 < result.gap < 1.0
 
 
-def test_bdmc_brackets_bernoulli_2d(bernoulli_2d: nn.Module) -> None:
+def test_bdmc_brackets_bernoulli_2d(bernoulli_2d: nn.Module, device: torch.device) -> None:
     # 10 temperatures: at 100 both bounds are within ~0.02 nats of the exact value, inside the
     # noise of a 32-example mean, so bracketing would test the noise, not the bounds
     result = bdmc(_bernoulli_ll(bernoulli_2d), bernoulli_sampler_for(bernoulli_2d), 2, 32, n_chains=16,
-                  n_steps=10, seed=6)
+                  n_steps=10, seed=6, device=device)
     with torch.no_grad():
         exact = grid_log_marginal(bernoulli_2d, result.x)
     assert result.lower.double().mean() < exact.mean() < result.upper.double().mean()
@@ -158,16 +165,18 @@ def bernoulli_sampler_for(net: nn.Module):
 
 # --- 4. a small VAE trained by the suite: AIS against importance sampling -----------------------
 @pytest.fixture(scope="module")
-def trained_vae():
+def trained_vae(device: torch.device):
     from vaebench.backbones import Architecture
-    from vaebench.datasets import DataConfig, load_dataset
+    from vaebench.datasets import DataConfig, DataSplits, load_dataset
     from vaebench.methods import create_method
     from vaebench.training import TrainConfig, train
 
-    data = load_dataset("mnist", DataConfig(train_subset=2000, valid_subset=100, test_subset=16))
+    cpu = load_dataset("mnist", DataConfig(train_subset=2000, valid_subset=100, test_subset=16))
+    data = DataSplits(cpu.name, cpu.train.to(device), cpu.valid.to(device), cpu.test.to(device), cpu.image_shape,
+                      cpu.binary)
     torch.manual_seed(0)
     method = create_method("vae", None, data_shape=data.image_shape, latent_dim=2,
-                           architecture=Architecture(hidden=(100, 100)))
+                           architecture=Architecture(hidden=(100, 100))).to(device)
     train(method, data, TrainConfig(epochs=4, batch_size=50, valid_every=0), seed=0,
           dynamic_binarization=True, progress=False)
     return method, data.test
@@ -211,18 +220,24 @@ def test_vae_ais_agrees_with_importance_sampling_above_elbo(trained_vae) -> None
 
 
 # --- 5. reproducibility ------------------------------------------------------------------------
-def test_same_seed_same_numbers(bernoulli_2d: nn.Module) -> None:
+def test_same_seed_same_numbers(bernoulli_2d: nn.Module, device: torch.device) -> None:
     torch.manual_seed(9)
-    x = torch.bernoulli(torch.full((4, 64), 0.3))
+    x = torch.bernoulli(torch.full((4, 64), 0.3, device=device))
     runs = [ais_log_likelihood(_bernoulli_ll(bernoulli_2d), x, 2, n_chains=4, n_steps=20, seed=11)
             for _ in range(2)]
     assert torch.equal(runs[0].log_weights, runs[1].log_weights)
     assert torch.equal(runs[0].step_size, runs[1].step_size)
-    state = torch.get_rng_state()
+    state = _rng_states(device)
     b = [bdmc(_bernoulli_ll(bernoulli_2d), bernoulli_sampler_for(bernoulli_2d), 2, 4, n_chains=4, n_steps=20,
-              seed=12).gap for _ in range(2)]
+              seed=12, device=device).gap for _ in range(2)]
     assert b[0] == b[1]
-    assert torch.equal(state, torch.get_rng_state())  # a seeded run leaves the caller's generator alone
+    # a seeded run leaves the caller's generators alone
+    assert all(torch.equal(before, after) for before, after in zip(state, _rng_states(device)))
+
+
+def _rng_states(device: torch.device) -> list[torch.Tensor]:
+    """The CPU generator's state, and the CUDA device's when the tests run there."""
+    return [torch.get_rng_state(), *([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])]
 
 
 def test_decoder_parameters_take_no_gradients_during_ais(trained_vae) -> None:
@@ -274,16 +289,16 @@ def test_gaussian_start_gradient_matches_autograd() -> None:
     torch.testing.assert_close(log_q.detach(), exact, rtol=1e-5, atol=1e-4)
 
 
-def test_frozen_step_sizes_from_a_gaussian_start_match_closed_form() -> None:
+def test_frozen_step_sizes_from_a_gaussian_start_match_closed_form(device: torch.device) -> None:
     """The evaluation's path: a Gaussian start near the posterior, step sizes tuned by a pilot on
     its own random numbers and then frozen; few temperatures suffice from a good start."""
     from vaebench.ais import Gaussian
 
-    model = LinearGaussian()
+    model = LinearGaussian(device=device)
     torch.manual_seed(0)
-    z_true = torch.randn(64, model.latent_dim)
+    z_true = torch.randn(64, model.latent_dim, device=device)
     x = model.sample_x(z_true)
-    start = Gaussian(z_true + 0.1, 0.05 * torch.eye(model.latent_dim).expand(64, -1, -1))
+    start = Gaussian(z_true + 0.1, 0.05 * torch.eye(model.latent_dim, device=device).expand(64, -1, -1))
     steps, _ = pilot(model.log_likelihood, x, model.latent_dim, n_steps=20, leapfrog_steps=5,
                      initial=start, seed=3)
     result = ais_log_likelihood(model.log_likelihood, x, model.latent_dim, n_chains=16, n_steps=100,

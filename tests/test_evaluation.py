@@ -4,6 +4,7 @@ The model: a Bernoulli decoder over 64 pixels with a 2-D latent, so that log p(x
 posterior and every expectation under a Gaussian q(z|x) can be computed on a grid. Its
 "encoder" is a Gaussian moment-matched to the exact posterior (sd widened by 1.2), with a
 density, or flagged as implicit (no density) to exercise the other set of columns.
+The evaluations run on the ``device`` fixture (``pytest --device cuda``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from vaebench.methods.base import PosteriorDraws, bernoulli_log_prob
 HALF_WIDTH, POINTS = 6.0, 241
 
 
-def _grid() -> tuple[torch.Tensor, float]:
-    g = torch.linspace(-HALF_WIDTH, HALF_WIDTH, POINTS, dtype=torch.float64)
+def _grid(device: torch.device) -> tuple[torch.Tensor, float]:
+    g = torch.linspace(-HALF_WIDTH, HALF_WIDTH, POINTS, dtype=torch.float64, device=device)
     return torch.cartesian_prod(g, g), 2 * math.log((g[1] - g[0]).item())
 
 
@@ -34,7 +35,7 @@ class GridModel:
 
     def __init__(self, method) -> None:
         self.method = method
-        self.z, self.log_cell = _grid()
+        self.z, self.log_cell = _grid(next(method.parameters()).device)
         with torch.no_grad():
             self.logits = method.decoder.logits(self.z.float()).double()
 
@@ -62,7 +63,7 @@ class GridModel:
         return {"elbo": (weight * (joint - log_q)).sum(-1), "log_lik": (weight * log_lik).sum(-1)}
 
 
-def _model(has_density: bool):
+def _model(has_density: bool, device: torch.device):
     torch.manual_seed(1)
     method = create_method("vae", {}, data_shape=(64,), latent_dim=2)
     net = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 64))
@@ -70,6 +71,7 @@ def _model(has_density: bool):
         net[0].weight.mul_(1.5)
         net[2].weight.mul_(2.0)
     method.decoder.net = net
+    method.to(device)
     grid = GridModel(method)
 
     def posterior(x: torch.Tensor, n: int = 1) -> PosteriorDraws:
@@ -82,7 +84,7 @@ def _model(has_density: bool):
     method.has_density = has_density
     torch.manual_seed(3)
     with torch.no_grad():
-        test = torch.bernoulli(torch.sigmoid(net(torch.randn(10, 2))))
+        test = torch.bernoulli(torch.sigmoid(net(torch.randn(10, 2, device=device))))
     return method, grid, test
 
 
@@ -90,16 +92,20 @@ SETTINGS = dict(examples=6, is_samples=5000, ais_steps=100, ais_chains=16, bdmc_
                 quadrature=True)
 
 
+def _numpy(values: torch.Tensor) -> np.ndarray:
+    return values.cpu().numpy()
+
+
 @pytest.fixture(scope="module")
-def density_run():
-    method, grid, test = _model(has_density=True)
+def density_run(device: torch.device):
+    method, grid, test = _model(has_density=True, device=device)
     torch.manual_seed(0)
     return evaluate(method, test, EvalConfig(**SETTINGS, full_test_is_samples=2000), progress=False), grid, test
 
 
 @pytest.fixture(scope="module")
-def implicit_run():
-    method, grid, test = _model(has_density=False)
+def implicit_run(device: torch.device):
+    method, grid, test = _model(has_density=False, device=device)
     method.diagnostics = lambda x: {"probe": x.sum(-1)}
     torch.manual_seed(0)
     return evaluate(method, test, EvalConfig(**SETTINGS, full_test_is_samples=2000), progress=False), grid, test
@@ -119,8 +125,8 @@ def test_columns_share_the_same_images(density_run, implicit_run) -> None:
 def test_density_columns_match_exact_values(density_run) -> None:
     run, grid, test = density_run
     x = test[:6]
-    exact = grid.log_px(x).numpy()
-    expected = {k: v.numpy() for k, v in grid.expectations(x).items()}
+    exact = _numpy(grid.log_px(x))
+    expected = {k: _numpy(v) for k, v in grid.expectations(x).items()}
     # q is close to the posterior: IS with 5,000 samples is within a few hundredths per image
     assert np.abs(run.per_example["log_likelihood_is"] - exact).max() < 0.02
     assert np.abs(run.per_example["exact_log_likelihood"] - exact).max() < 1e-3
@@ -137,7 +143,7 @@ def test_density_columns_match_exact_values(density_run) -> None:
 def test_full_test_set_column_for_density_methods(density_run, implicit_run) -> None:
     run, grid, test = density_run
     assert np.array_equal(run.indices_full, np.arange(10)) and run.summary["n_full"] == 10
-    assert np.abs(run.per_example_full["log_likelihood_is_full"] - grid.log_px(test).numpy()).max() < 0.03
+    assert np.abs(run.per_example_full["log_likelihood_is_full"] - _numpy(grid.log_px(test))).max() < 0.03
     assert not implicit_run[0].per_example_full and "n_full" not in implicit_run[0].summary
 
 
@@ -146,33 +152,33 @@ def test_implicit_posterior_columns(implicit_run) -> None:
     x = test[:6]
     assert "elbo" not in run.per_example and "log_likelihood_is" not in run.per_example
     assert "elbo" not in run.summary and "log_likelihood_is" not in run.summary
-    expected = {k: v.numpy() for k, v in grid.expectations(x).items()}
+    expected = {k: _numpy(v) for k, v in grid.expectations(x).items()}
     # q is Gaussian, so the Gaussian-moment KL bound is its KL and the "upper bound" is its ELBO
     assert np.abs(run.per_example["elbo_upper_bound"] - expected["elbo"]).max() < 0.1
-    exact = grid.log_px(x).numpy()
+    exact = _numpy(grid.log_px(x))
     assert run.summary["ais_prior_start"] == 1  # implicit posteriors: AIS from the prior
     assert abs((run.per_example["log_likelihood_ais"] - exact).mean()) < 0.05
     assert np.all(run.per_example["posterior_sd_median"] > 0)
     # the diagnostics hook is stored like any other column
-    np.testing.assert_allclose(run.per_example["probe"], x.sum(-1).numpy())
+    np.testing.assert_allclose(run.per_example["probe"], _numpy(x.sum(-1)))
     assert run.summary["probe"] == pytest.approx(x.sum(-1).mean().item())
 
 
-def test_deterministic_encoder_gets_infinite_kl_bound_and_ais_from_the_prior() -> None:
-    method = create_method("aae", {}, data_shape=(64,), latent_dim=2)
-    x = torch.bernoulli(torch.full((3, 64), 0.3))
+def test_deterministic_encoder_gets_infinite_kl_bound_and_ais_from_the_prior(device: torch.device) -> None:
+    method = create_method("aae", {}, data_shape=(64,), latent_dim=2).to(device)
+    x = torch.bernoulli(torch.full((3, 64), 0.3, device=device))
     config = EvalConfig(is_samples=0, moment_samples=16, ais_steps=10, ais_chains=2, ais_leapfrog=2)
     run = evaluate(method, x, config, progress=False)
     assert np.isinf(run.per_example["kl_gaussian_lower_bound"]).all()
     assert np.isfinite(run.per_example["log_likelihood_ais"]).all()
 
 
-def test_prior_started_ais_uses_its_own_temperatures() -> None:
-    method, grid, test = _model(has_density=False)
+def test_prior_started_ais_uses_its_own_temperatures(device: torch.device) -> None:
+    method, grid, test = _model(has_density=False, device=device)
     config = EvalConfig(examples=4, is_samples=0, moment_samples=64, ais_steps=5, ais_prior_steps=200)
     run = evaluate(method, test, config, progress=False)
     assert run.summary["ais_temperatures"] == 200
-    assert abs((run.per_example["log_likelihood_ais"] - grid.log_px(test[:4]).numpy()).mean()) < 0.05
+    assert abs((run.per_example["log_likelihood_ais"] - _numpy(grid.log_px(test[:4]))).mean()) < 0.05
 
 
 def test_eval_config_is_checked() -> None:

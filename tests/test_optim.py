@@ -1,3 +1,6 @@
+"""The optimizers against hand-computed updates, on the ``device`` fixture (``pytest --device``):
+the expected values are computed on the CPU in float64, the optimizer steps on the device."""
+
 import copy
 import math
 
@@ -23,18 +26,18 @@ def _burda_by_hand(p0, grads, lr, b1, b2, eps):
     return out
 
 
-def test_burda_adam_matches_the_hand_computed_update_over_three_steps():
+def test_burda_adam_matches_the_hand_computed_update_over_three_steps(device):
     torch.manual_seed(0)
     p0 = torch.randn(3, 4, dtype=torch.float64)
     grads = [torch.randn(3, 4, dtype=torch.float64) * s for s in (1.0, 30.0, 0.1)]
     lr, b1, b2, eps = 1e-2, 0.99, 0.999, 1e-4
-    p = torch.nn.Parameter(p0.clone())
+    p = torch.nn.Parameter(p0.to(device, copy=True))  # p0 stays the starting point
     opt = BurdaAdam([p], lr=lr, betas=(b1, b2), eps=eps)
     expected = _burda_by_hand(p0, grads, lr, b1, b2, eps)
     for g, want in zip(grads, expected):
-        p.grad = g.clone()
+        p.grad = g.to(device)
         opt.step()
-        torch.testing.assert_close(p.detach(), want, rtol=0, atol=1e-15)
+        torch.testing.assert_close(p.detach().cpu(), want, rtol=0, atol=1e-15)
     # the first step used m = 0: it did not move the parameter
     assert torch.equal(expected[0], p0)
     # step 2 by hand, with the numbers written out: alpha = lr·sqrt(1 − β2²)/(1 − β1²), m = (1 − β1) g1, v = β2 + (1 − β2) g1²
@@ -44,18 +47,18 @@ def test_burda_adam_matches_the_hand_computed_update_over_three_steps():
     torch.testing.assert_close(expected[1], step2, rtol=0, atol=1e-15)
 
 
-def test_burda_adam_state_round_trips_with_step_count_and_moments():
+def test_burda_adam_state_round_trips_with_step_count_and_moments(device):
     torch.manual_seed(1)
-    a = torch.nn.Parameter(torch.randn(5))
+    a = torch.nn.Parameter(torch.randn(5).to(device))
     opt = BurdaAdam([a], lr=1e-3)
     for _ in range(3):
-        a.grad = torch.randn(5)
+        a.grad = torch.randn(5).to(device)
         opt.step()
     b = torch.nn.Parameter(a.detach().clone())
     clone = BurdaAdam([b], lr=1e-3)
     clone.load_state_dict(copy.deepcopy(opt.state_dict()))  # as a checkpoint would: its own tensors
     assert clone.param_groups[0]["step"] == 3
-    g = torch.randn(5)
+    g = torch.randn(5).to(device)
     a.grad, b.grad = g.clone(), g.clone()
     opt.step()
     clone.step()

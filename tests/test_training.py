@@ -1,3 +1,5 @@
+"""The training loop; the tests given the ``device`` fixture run on ``pytest --device``'s device."""
+
 import json
 import math
 
@@ -6,18 +8,26 @@ import torch
 
 from vaebench.backbones import Architecture
 from vaebench.checkpoint import load_checkpoint
+from vaebench.datasets import DataSplits
 from vaebench.errors import TrainingDiverged
-from vaebench.methods import create_method
+from vaebench.methods import METHODS, create_method
 from vaebench.training import TrainConfig, train
 
 
-def _vae(data, seed=0):
+def _on(data: DataSplits, device: torch.device) -> DataSplits:
+    """``data`` with its splits on ``device``, as the runner hands them to train()."""
+    return DataSplits(data.name, data.train.to(device), data.valid.to(device), data.test.to(device),
+                      data.image_shape, data.binary)
+
+
+def _vae(data, seed=0, device="cpu"):
     torch.manual_seed(seed)
-    return create_method("vae", {}, data_shape=data.image_shape, latent_dim=4, architecture=None)
+    return create_method("vae", {}, data_shape=data.image_shape, latent_dim=4, architecture=None).to(device)
 
 
-def test_training_records_history_and_improves_validation_elbo(mnist_small):
-    model = _vae(mnist_small)
+def test_training_records_history_and_improves_validation_elbo(mnist_small, device):
+    mnist_small = _on(mnist_small, device)
+    model = _vae(mnist_small, device=device)
     result = train(model, mnist_small, TrainConfig(epochs=3, batch_size=50), seed=0,
                    dynamic_binarization=False, progress=False)
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
@@ -26,26 +36,28 @@ def test_training_records_history_and_improves_validation_elbo(mnist_small):
     assert valid[-1] > valid[0]
 
 
-def test_step_budget_stops_mid_epoch(mnist_small):
-    result = train(_vae(mnist_small), mnist_small, TrainConfig(epochs=None, steps=30, batch_size=50),
+def test_step_budget_stops_mid_epoch(mnist_small, device):
+    mnist_small = _on(mnist_small, device)
+    result = train(_vae(mnist_small, device=device), mnist_small, TrainConfig(epochs=None, steps=30, batch_size=50),
                    seed=0, dynamic_binarization=False, progress=False)
     assert result.steps == 30 and len(result.history) == 2
 
 
-def test_checkpoint_round_trip_and_resume_matches_an_uninterrupted_run(mnist_small, tmp_path):
+def test_checkpoint_round_trip_and_resume_matches_an_uninterrupted_run(mnist_small, tmp_path, device):
+    mnist_small = _on(mnist_small, device)
     config = TrainConfig(epochs=3, batch_size=100)
-    straight = _vae(mnist_small)
+    straight = _vae(mnist_small, device=device)
     torch.manual_seed(7)
     train(straight, mnist_small, config, seed=3, dynamic_binarization=True, progress=False)
 
     # the same run, stopped after 2 epochs and resumed from its checkpoint in a fresh model
-    first = _vae(mnist_small)
+    first = _vae(mnist_small, device=device)
     torch.manual_seed(7)
     train(first, mnist_small, TrainConfig(epochs=2, batch_size=100), seed=3, dynamic_binarization=True,
           checkpoint_dir=tmp_path, progress=False)
     state = load_checkpoint(tmp_path)  # weights_only=True
     assert state["epoch"] == 2 and set(state["optimizers"]) == {"model"}
-    resumed = _vae(mnist_small, seed=123)
+    resumed = _vae(mnist_small, seed=123, device=device)
     result = train(resumed, mnist_small, config, seed=3, dynamic_binarization=True, checkpoint_dir=tmp_path,
                    progress=False)
     assert result.resumed_from_epoch == 2 and len(result.history) == 3
@@ -63,8 +75,9 @@ def test_checkpoint_loads_into_a_new_model_with_identical_outputs(mnist_small, t
     torch.testing.assert_close(model.decoder.logits(z), clone.decoder.logits(z))
 
 
-def test_divergence_is_detected(mnist_small):
-    model = _vae(mnist_small)
+def test_divergence_is_detected(mnist_small, device):
+    mnist_small = _on(mnist_small, device)
+    model = _vae(mnist_small, device=device)
     with torch.no_grad():
         model.decoder.net[0].weight.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="diverged"):
@@ -116,3 +129,22 @@ def test_output_bias_starts_at_the_logit_of_the_mean_training_image(mnist_small)
     # all-black pixels hit the clip: logit(0.001) = −log(999)
     assert (mnist_small.train[:, 0] == 0).all()
     assert model.decoder.net[-1].bias[0].item() == pytest.approx(-math.log(999), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_trains_a_few_steps_on_the_device(name, mnist_small, device):
+    """A smoke test per method: 6 steps through the loop on the device, finite losses for every
+    optimizer, parameters moved and still on the device."""
+    data = _on(mnist_small, device)
+    torch.manual_seed(0)
+    method = create_method(name, {}, data_shape=data.image_shape, latent_dim=4,
+                           architecture=Architecture(hidden=(50,))).to(device)
+    before = [p.detach().clone() for p in method.parameters()]
+    result = train(method, data, TrainConfig(epochs=None, steps=6, batch_size=50, valid_every=0), seed=0,
+                   dynamic_binarization=True, progress=False)
+    assert result.steps == 6
+    losses = {k: v for k, v in result.history[-1].items() if k.startswith("train_")}
+    assert {f"train_{group}" for group in method.optimizers} <= set(losses)
+    assert all(math.isfinite(v) for v in losses.values()), losses
+    assert all(p.device.type == device.type for p in method.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, method.parameters()))

@@ -9,7 +9,11 @@ with ``compile``, with the hours its 9,774,400 steps would take. Every line show
 mean training loss the run ended with beside its time. The load average is printed too:
 other processes on the machine slow every number.
 
-    python -m vaebench.benchmarks.training_throughput [--epochs 2] [--batch-size 100] [--compile]
+Everything runs on ``--device`` (default: CUDA when torch sees a GPU), the matmul yardstick
+included, so the fractions are of that device's own matmul throughput; the first line names it.
+
+    python -m vaebench.benchmarks.training_throughput [--device auto|cpu|cuda] [--epochs 2] [--batch-size 100]
+        [--compile] [--train-examples N]
 """
 
 from __future__ import annotations
@@ -17,16 +21,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import time
 
 import torch
 
 from vaebench.backbones import Architecture
-from vaebench.datasets import DataConfig, load_dataset
+from vaebench.datasets import DataConfig, DataSplits, load_dataset
+from vaebench.device import resolve_device
+from vaebench.errors import run_command
 from vaebench.methods import create_method
+from vaebench.records import device_description
 from vaebench.training import TrainConfig, train
 
-from .matmul import linear_flops, matmul_gflops
+from .matmul import add_device_option, linear_flops, matmul_gflops, synchronize
 
 
 #: steps of the Burda et al. (2016) protocol: 3,280 passes over 59,600 images in batches of 20
@@ -35,17 +43,19 @@ BURDA_STEPS = 3280 * (59_600 // 20)
 
 def plain_loop(model, train_x: torch.Tensor, epochs: int, batch_size: int,
                steps: int | None = None) -> tuple[float, float]:
-    """The loop a researcher would write by hand: (seconds per epoch, or per step when
-    ``steps`` is given; the mean loss of the last epoch or of the steps)."""
+    """The loop a researcher would write by hand, on ``train_x``'s device (the model's): (seconds
+    per epoch, or per step when ``steps`` is given; the mean loss of the last epoch or of the steps)."""
+    device = train_x.device
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     n = len(train_x) // batch_size * batch_size
     if steps is not None:
         epochs, n = 1, steps * batch_size
-    total = torch.zeros(())
+    total = torch.zeros((), device=device)
+    synchronize(device)
     tic = time.perf_counter()
     for _ in range(epochs):
-        total = torch.zeros(())
-        perm = torch.randperm(len(train_x))[:n]
+        total = torch.zeros((), device=device)
+        perm = torch.randperm(len(train_x), device=device)[:n]
         for idx in perm.split(batch_size):
             x = torch.bernoulli(train_x[idx])
             q = model.encoder(x)
@@ -57,19 +67,22 @@ def plain_loop(model, train_x: torch.Tensor, epochs: int, batch_size: int,
             loss.backward()
             opt.step()
             total += loss.detach()
-    mean_loss = total.item() / (n // batch_size)
+    mean_loss = total.item() / (n // batch_size)  # the one read-back, which also waits for the device
     seconds = time.perf_counter() - tic
     return (seconds / steps if steps is not None else seconds / epochs), mean_loss
 
 
-def small_batch(data, repeats: int, steps: int, compile_too: bool) -> None:
-    """ms per step at batch 20 on the 784-200-200-50 tanh VAE, best of ``repeats``."""
+def small_batch(data: DataSplits, device: torch.device, repeats: int, steps: int,
+                compile_too: bool) -> dict[str, tuple[float, float]]:
+    """Seconds per step at batch 20 on the 784-200-200-50 tanh VAE, best of ``repeats``, and the
+    train loss of that run, per loop; ``data`` is on ``device``."""
     arch = Architecture(hidden=(200, 200), activation="tanh", init="glorot")
     burda = {"analytic_kl": False, "optimizer": "burda-adam", "betas": [0.99, 0.999]}
 
     def fresh(params):
         torch.manual_seed(0)
-        return create_method("vae", params, data_shape=data.image_shape, latent_dim=50, architecture=arch)
+        return create_method("vae", params, data_shape=data.image_shape, latent_dim=50,
+                             architecture=arch).to(device)
 
     config = TrainConfig(epochs=None, steps=steps, batch_size=20, valid_every=0)
 
@@ -100,10 +113,13 @@ def small_batch(data, repeats: int, steps: int, compile_too: bool) -> None:
     for name, (seconds, loss) in best.items():
         print(f"{name:<19} {seconds * 1e3:6.3f} ms/step  train loss {loss:8.3f}  "
               f"({seconds * BURDA_STEPS / 3600:.1f} h for the 9,774,400 steps of burda2016)")
+    return best
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    """Run the benchmark, print its lines (the device first) and return the numbers they show."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_option(parser)
     parser.add_argument("--epochs", type=int, default=1, help="epochs per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each loop, alternating; best kept")
     parser.add_argument("--batch-size", type=int, default=100)
@@ -111,17 +127,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--small-steps", type=int, default=2000, help="steps per timed batch-20 run (0 skips them)")
     parser.add_argument("--compile", action="store_true", help="also time the batch-20 steps with compile")
+    parser.add_argument("--train-examples", type=int, default=None,
+                        help="the first N MNIST training images (default: all 50,000)")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    data = load_dataset("mnist", DataConfig(valid_subset=1000))
+    loaded = load_dataset("mnist", DataConfig(train_subset=args.train_examples, valid_subset=1000))
+    data = DataSplits(loaded.name, loaded.train.to(device), loaded.valid.to(device), loaded.test.to(device),
+                      loaded.image_shape, loaded.binary)
     arch = Architecture(hidden=(300, 300))
 
     def fresh():
         torch.manual_seed(0)
         return create_method("vae", {}, data_shape=data.image_shape, latent_dim=args.latent_dim,
-                             architecture=arch)
+                             architecture=arch).to(device)
 
     model = fresh()
     n_train = len(data.train) // args.batch_size * args.batch_size
@@ -129,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     flops_per_epoch = 3 * (linear_flops(model.encoder, n_train) + linear_flops(model.decoder, n_train))
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, valid_every=0)
-    peak = matmul_gflops()
+    peak = matmul_gflops(device=device)
     ours = plain = float("inf")
     # Alternate the two loops and keep each one's best run: this machine's load is noisy.
     ours_loss = plain_loss = float("nan")
@@ -140,21 +161,30 @@ def main(argv: list[str] | None = None) -> None:
         seconds, loss = plain_loop(fresh(), data.train, args.epochs, args.batch_size)
         if seconds < plain:
             plain, plain_loss = seconds, loss
-        peak = max(peak, matmul_gflops())
+        peak = max(peak, matmul_gflops(device=device))
 
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"threads {torch.get_num_threads()}, load average {load} on {os.cpu_count()} cores, best of {args.repeats}, "
-          f"batch {args.batch_size}, MNIST {n_train} examples/epoch, "
+    name = device_description(device)
+    print(f"device {name} ({device}), threads {torch.get_num_threads()}, load average {load} on "
+          f"{os.cpu_count()} cores, best of {args.repeats}, batch {args.batch_size}, MNIST {n_train} examples/epoch, "
           f"{flops_per_epoch / 1e9:.1f} GFLOP/epoch (matmuls, fwd+bwd)")
-    print(f"machine matmul (1024², fp32): {peak:.1f} GFLOP/s")
-    for name, seconds, loss in (("vaebench loop", ours, ours_loss), ("plain torch loop", plain, plain_loss)):
+    print(f"device matmul (1024², fp32): {peak:.1f} GFLOP/s")
+    out: dict[str, object] = {"device": name, "matmul_gflops": peak}
+    for key, label, seconds, loss in (("vaebench", "vaebench loop", ours, ours_loss),
+                                      ("plain", "plain torch loop", plain, plain_loss)):
         achieved = flops_per_epoch / seconds / 1e9
-        print(f"{name:<17} {seconds:6.2f} s/epoch  {n_train / seconds:8.0f} examples/s  "
+        print(f"{label:<17} {seconds:6.2f} s/epoch  {n_train / seconds:8.0f} examples/s  "
               f"{achieved:6.1f} GFLOP/s = {achieved / peak:.2f} of matmul  train loss {loss:.3f}")
+        out.update({f"{key}_seconds_per_epoch": seconds, f"{key}_gflops": achieved,
+                    f"{key}_fraction_of_matmul": achieved / peak, f"{key}_train_loss": loss})
     print(f"vaebench / plain time ratio: {ours / plain:.3f}")
+    out["time_ratio"] = ours / plain
     if args.small_steps:
-        small_batch(data, args.repeats, args.small_steps, args.compile)
+        best = small_batch(data, device, args.repeats, args.small_steps, args.compile)
+        out["batch20"] = {name: {"seconds_per_step": seconds, "train_loss": loss}
+                          for name, (seconds, loss) in best.items()}
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="vaebench.benchmarks.training_throughput"))

@@ -1,0 +1,83 @@
+"""The benchmark scripts in tiny configurations on the CPU, so that they cannot silently rot:
+each runs end to end, names its device in its first line and returns finite numbers."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vaebench.benchmarks import ais_throughput, matmul, training_throughput
+from vaebench.errors import run_command
+from vaebench.records import device_description
+
+CPU_NAME = device_description("cpu")
+
+
+def _numbers(out: dict) -> list[float]:
+    """Every number in a benchmark's returned fields, nested ones included."""
+    values = []
+    for value in out.values():
+        if isinstance(value, dict):
+            values += _numbers(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            values.append(value)
+    return values
+
+
+def _first_line(capsys: pytest.CaptureFixture[str]) -> str:
+    return capsys.readouterr().out.splitlines()[0]
+
+
+def test_matmul(capsys: pytest.CaptureFixture[str]) -> None:
+    out = matmul.main(["--device", "cpu", "--size", "128", "--repeats", "3"])
+    assert out["device"] == CPU_NAME and out["size"] == 128
+    assert math.isfinite(out["gflops"]) and out["gflops"] > 0
+    assert _first_line(capsys).startswith(f"device {CPU_NAME} (cpu)")
+
+
+@pytest.mark.parametrize("initial", ["prior", "posterior"])
+def test_ais_throughput(initial: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = ais_throughput.main(["--device", "cpu", "--examples", "4", "--chains", "2", "--steps", "5",
+                               "--leapfrog", "2", "--latent-dim", "4", "--initial", initial])
+    assert out["device"] == CPU_NAME and out["rows"] == 8 and out["initial"] == initial
+    assert all(math.isfinite(v) for v in _numbers(out)), out
+    # an untrained decoder on MNIST: every image costs hundreds of nats
+    assert out["log_likelihood"] < -100 and out["log_likelihood_sem"] > 0
+    assert out["seconds"] > 0 and 0 < out["ratio"] and 0 <= out["acceptance"] <= 1
+    line = _first_line(capsys)
+    assert line.startswith(f'device="{CPU_NAME}" ' if " " in CPU_NAME else f"device={CPU_NAME} ")
+    assert f"log_likelihood={out['log_likelihood']:.4g}" in line  # the estimate beside the time
+
+
+def test_training_throughput(capsys: pytest.CaptureFixture[str]) -> None:
+    threads = torch.get_num_threads()
+    out = training_throughput.main(["--device", "cpu", "--train-examples", "200", "--repeats", "1",
+                                    "--small-steps", "3", "--latent-dim", "4"])
+    assert torch.get_num_threads() == threads  # no --threads: the process's setting is left alone
+    assert out["device"] == CPU_NAME
+    assert set(out["batch20"]) == {"vaebench loop", "plain torch loop", "burda2016 config"}
+    assert all(math.isfinite(v) and v > 0 for v in _numbers(out)), out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"device {CPU_NAME} (cpu), ")
+    assert any(line.startswith("vaebench loop") and "train loss" in line for line in lines)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("module", [matmul, ais_throughput, training_throughput])
+def test_cuda_without_a_gpu_is_one_line_and_status_2(module, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_command(lambda: module.main(["--device", "cuda"]), prog="bench") == 2
+    err = capsys.readouterr().err
+    assert err == "bench: error: device 'cuda' was asked for, but torch sees no CUDA device here\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_from_the_command_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "vaebench.benchmarks.matmul", "--device", "cuda"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "vaebench.benchmarks.matmul: error: device 'cuda' was asked for, but torch sees no CUDA device here"]
