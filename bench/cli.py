@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from .errors import ConfigError, VaebenchError
+from .errors import ConfigError, VaebenchError, run_command
 from .text import plain, plural
 
 
@@ -223,18 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BrokenPipeError:  # output piped into `head` and the like (before OSError, its base class)
-        sys.stderr.close()
-        return 0
-    except (VaebenchError, OSError) as exc:
-        # one line, always: a message quoting a plugin's or the system's text may hold newlines
-        print("vaebench: error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # the runner has said what finished and how to resume
-        print("vaebench: interrupted", file=sys.stderr)
-        return 130
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":
