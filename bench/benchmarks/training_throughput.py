@@ -73,23 +73,24 @@ def plain_loop(model, train_x: torch.Tensor, epochs: int, batch_size: int,
 
 
 def small_batch(data: DataSplits, device: torch.device, repeats: int, steps: int,
-                compile_too: bool) -> dict[str, tuple[float, float]]:
+                compile_too: bool, iwae_too: bool = False) -> dict[str, tuple[float, float]]:
     """Seconds per step at batch 20 on the 784-200-200-50 tanh VAE, best of ``repeats``, and the
-    train loss of that run, per loop; ``data`` is on ``device``."""
+    train loss of that run, per loop; ``data`` is on ``device``. With ``iwae_too``, also the
+    burda2016 preset's IWAE rows (k = 5 and k = 50) in its configuration."""
     arch = Architecture(hidden=(200, 200), activation="tanh", init="glorot")
     burda = {"analytic_kl": False, "optimizer": "burda-adam", "betas": [0.99, 0.999]}
 
-    def fresh(params):
+    def fresh(params, name="vae"):
         torch.manual_seed(0)
-        return create_method("vae", params, data_shape=data.image_shape, latent_dim=50,
+        return create_method(name, params, data_shape=data.image_shape, latent_dim=50,
                              architecture=arch).to(device)
 
     config = TrainConfig(epochs=None, steps=steps, batch_size=20, valid_every=0)
 
-    def suite(params, compiled=False):
+    def suite(params, compiled=False, name="vae"):
         def timed():
             cfg = dataclasses.replace(config, compile=compiled)
-            model = fresh(params)
+            model = fresh(params, name)
             if compiled:  # compilation is paid once per model: 20 warm-up steps, then the timed run
                 train(model, data, dataclasses.replace(cfg, steps=20), seed=1, dynamic_binarization=True,
                       progress=False)
@@ -104,6 +105,10 @@ def small_batch(data: DataSplits, device: torch.device, repeats: int, steps: int
     }
     if compile_too:
         runs["burda2016 compiled"] = suite(burda, compiled=True)
+    if iwae_too:
+        iwae = {key: value for key, value in burda.items() if key != "analytic_kl"}
+        for k in (5, 50):
+            runs[f"burda2016 iwae-k{k}"] = suite({**iwae, "k": k}, name="iwae")
     best = {name: (float("inf"), float("nan")) for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
@@ -127,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--small-steps", type=int, default=2000, help="steps per timed batch-20 run (0 skips them)")
     parser.add_argument("--compile", action="store_true", help="also time the batch-20 steps with compile")
+    parser.add_argument("--iwae", action="store_true", help="also time burda2016's IWAE rows (k = 5, 50) at batch 20")
     parser.add_argument("--train-examples", type=int, default=None,
                         help="the first N MNIST training images (default: all 50,000)")
     args = parser.parse_args(argv)
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(f"vaebench / plain time ratio: {ours / plain:.3f}")
     out["time_ratio"] = ours / plain
     if args.small_steps:
-        best = small_batch(data, device, args.repeats, args.small_steps, args.compile)
+        best = small_batch(data, device, args.repeats, args.small_steps, args.compile, args.iwae)
         out["batch20"] = {name: {"seconds_per_step": seconds, "train_loss": loss}
                           for name, (seconds, loss) in best.items()}
     return out
