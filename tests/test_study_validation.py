@@ -9,6 +9,7 @@ import typing
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ from vaebench.cli import main
 from vaebench.datasets import list_datasets
 from vaebench.methods import list_methods
 from vaebench.methods.vae import VAEConfig
-from vaebench.study import Study
+from vaebench.study import Study, load_study, preset_names
 
 VALID = {
     "methods": ["vae"],
@@ -108,3 +109,11 @@ def test_the_valid_base_study_is_accepted(tmp_path, capsys):
     path = tmp_path / "ok.toml"
     path.write_text(to_toml(VALID))
     assert main(["run", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_loads_and_expands_into_cells(name):
+    study = load_study(name)
+    cells = study.cells()
+    assert study.name == name and cells
+    assert len({run.cell_id for run in cells}) == len(cells)  # no two cells share a checkpoint folder
