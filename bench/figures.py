@@ -88,11 +88,32 @@ def training_curves(records: list[dict[str, Any]], path: Path, order: list[str] 
                        err_style="band" if len(epochs) > 1 else "bars", height=3.2, aspect=1.3)
     grid.set_axis_labels("epoch", "validation ELBO (nats)")
     grid.set_titles("{col_name}")
-    for ax in grid.axes.flat:
+    for (setting, ax) in zip(grid.col_names or [None], grid.axes.flat):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if len(epochs) == 1:  # else matplotlib spans ±5% of one epoch, with fractional ticks
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        values = frame["valid_elbo"] if setting is None else frame.loc[frame["setting"] == setting, "valid_elbo"]
+        _clip_far_low(ax, values.to_numpy(dtype=float))
     return _save(grid.figure, path)
+
+
+def _clip_far_low(ax: matplotlib.axes.Axes, values: np.ndarray) -> None:
+    """Keep one diverged epoch (an ELBO of −10⁴ among values near −100) from flattening every
+    curve: values more than ten interquartile ranges below the first quartile fall below the
+    axis, which says how many and how low. (A first epoch far below the rest, as usual, stays.)"""
+    finite = values[np.isfinite(values)]
+    if len(finite) < 4:
+        return
+    q1, q3 = np.percentile(finite, [25, 75])
+    fence = q1 - 10 * max(q3 - q1, 1e-9)
+    below = finite[finite < fence]
+    if len(below) == 0:
+        return
+    bottom = finite[finite >= fence].min()
+    top = finite.max()
+    ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.05 * (top - bottom))
+    ax.text(0.02, 0.02, f"{len(below)} below the axis (lowest {below.min():,.0f})", transform=ax.transAxes,
+            fontsize=8, color="0.3", va="bottom")
 
 
 def _tile(images: np.ndarray, columns: int) -> np.ndarray:

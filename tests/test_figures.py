@@ -89,3 +89,21 @@ def test_posterior_figure_of_many_points_has_a_short_legend(tmp_path, drawn):
     ax = drawn[0].axes[0]
     assert len(ax.get_legend().get_texts()) == figures.MAX_POSTERIOR_POINTS
     assert "first 10 of 100" in ax.get_title()
+
+
+def test_one_diverged_epoch_falls_below_the_axis_and_is_counted(tmp_path):
+    import matplotlib.pyplot as plt
+
+    rs = records(seeds=1, epochs=10)
+    rs[1]["history"][4]["valid_elbo"] = -10_550.0  # one epoch of one method blew up
+    path = figures.training_curves(rs, tmp_path / "curves.png")
+    assert path is not None and path.exists()
+    fig, ax = plt.subplots()
+    figures._clip_far_low(ax, np.array([h["valid_elbo"] for r in rs for h in r["history"]]))
+    bottom, top = ax.get_ylim()
+    assert -200 < bottom < -100 and top > -95  # every other value stays in view
+    assert [t.get_text() for t in ax.texts] == ["1 below the axis (lowest -10,550)"]
+    fig2, ax2 = plt.subplots()  # regular curves: matplotlib's own limits, no note
+    figures._clip_far_low(ax2, np.array([h["valid_elbo"] for r in records(seeds=1, epochs=10) for h in r["history"]]))
+    assert not ax2.texts
+    plt.close("all")
