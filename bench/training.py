@@ -75,6 +75,20 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
+#: seconds between progress lines when no progress bar can be shown (output to a log file)
+LOG_INTERVAL = 60.0
+
+
+def _progress_line(description: str, epoch: int, n_epochs: int, record: dict[str, float],
+                   seconds_per_epoch: float) -> str:
+    """One line for a log: where training stands, its latest numbers and the time left."""
+    left = (n_epochs - epoch) * seconds_per_epoch
+    eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
+    numbers = ", ".join(f"{k} {v:.2f}" for k, v in record.items() if k.startswith(("train_", "valid_")))
+    return (f"{description}: epoch {epoch:,}/{n_epochs:,}, {numbers}, {seconds_per_epoch:.1f} s/epoch, "
+            f"about {eta} left")
+
+
 def _finite_or_raise(epoch: int, means: dict[str, float]) -> None:
     for name, value in means.items():
         if not math.isfinite(value):
@@ -103,6 +117,9 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
 
     The loop never reads a value back from the device inside an epoch: losses are summed
     on the device and read once per epoch, when the progress bar and history are updated.
+    With ``progress`` and no terminal to draw a bar on (a background run writing to a log),
+    a line every ``LOG_INTERVAL`` seconds (and, after such a line, at the last epoch) says where
+    training stands.
     With ``checkpoint_dir``, the model, optimizers, history and random state are saved
     every ``checkpoint_every`` epochs and an existing checkpoint there is resumed.
     """
@@ -140,8 +157,13 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
     update = _compiled_update(method) if config.compile else method.update
     bar = tqdm(total=total_steps, initial=step, desc=description, disable=None if progress else True,
                leave=False, dynamic_ncols=True)
+    log_lines = progress and bar.disable  # tqdm draws nothing when stderr is not a terminal
+    last_line = time.perf_counter()
+    lines = 0  # a short run prints none, a long one its last epoch too
+    recent: list[float] = []  # seconds of the last epochs, for the time left
     try:
         for epoch in range(start_epoch + 1, n_epochs + 1):
+            epoch_start = time.perf_counter()
             method.train()
             if config.lr_stages:
                 scale = lr_scale(config.lr_stages, epoch)
@@ -185,6 +207,12 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
                     "torch_rng": torch.get_rng_state(),
                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                 })
+            # the time left counts whole epochs: training, validation and checkpoint
+            recent = (recent + [time.perf_counter() - epoch_start])[-20:]
+            if log_lines and (time.perf_counter() - last_line >= LOG_INTERVAL or (lines and epoch == n_epochs)):
+                print(_progress_line(description, epoch, n_epochs, record, sum(recent) / len(recent)), flush=True)
+                last_line = time.perf_counter()
+                lines += 1
     finally:
         bar.close()
     method.eval()

@@ -148,3 +148,29 @@ def test_every_method_trains_a_few_steps_on_the_device(name, mnist_small, device
     assert all(math.isfinite(v) for v in losses.values()), losses
     assert all(p.device.type == device.type for p in method.parameters())
     assert any(not torch.equal(a, p) for a, p in zip(before, method.parameters()))
+
+
+def test_a_run_writing_to_a_log_prints_progress_lines_and_a_short_one_none(mnist_small, monkeypatch, capsys):
+    import vaebench.training as training
+
+    config = TrainConfig(epochs=3, batch_size=50)
+    # pytest's captured output is no terminal, so tqdm draws no bar: as in a background run's log
+    train(_vae(mnist_small), mnist_small, config, seed=0, dynamic_binarization=False, description="short")
+    assert capsys.readouterr().out == ""  # done within LOG_INTERVAL: the cell's own line suffices
+    monkeypatch.setattr(training, "LOG_INTERVAL", 0.0)
+    result = train(_vae(mnist_small), mnist_small, config, seed=0, dynamic_binarization=False, description="cell")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["cell: epoch 1/3", "cell: epoch 2/3", "cell: epoch 3/3"]
+    last = result.history[-1]
+    assert f"train_model {last['train_model']:.2f}" in lines[-1] and f"valid_elbo {last['valid_elbo']:.2f}" in lines[-1]
+    assert lines[-1].endswith("about 0 s left") and "about" in lines[0]
+    train(_vae(mnist_small), mnist_small, config, seed=0, dynamic_binarization=False, progress=False)
+    assert capsys.readouterr().out == ""  # --no-progress: silent
+
+
+def test_progress_line_states_the_time_left():
+    from vaebench.training import _progress_line
+
+    line = _progress_line("c", 10, 3280, {"train_model": 93.3254, "valid_elbo": -94.3481, "epoch": 10}, 6.5)
+    assert line == "c: epoch 10/3,280, train_model 93.33, valid_elbo -94.35, 6.5 s/epoch, about 5.9 h left"
+    assert _progress_line("c", 1, 3, {}, 30.0).endswith("about 1 min left")
