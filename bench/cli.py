@@ -37,6 +37,16 @@ def check_out(out: Path, create: bool) -> None:
             raise ConfigError(f"--out {out}: cannot be created or written ({exc.strerror or exc})") from None
 
 
+def _reference_folder(reference: str | None) -> Path | None:
+    """``--reference`` as given: a folder that exists, or a one-line error (not a silent no-comparison)."""
+    if reference is None:
+        return None
+    path = Path(reference)
+    if not path.is_dir():
+        raise ConfigError(f"--reference {reference}: no such results folder")
+    return path
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .preflight import preflight
     from .report import write_report
@@ -46,7 +56,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     execution = Execution(jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, threads=args.threads)
     out = Path(args.out) if args.out else Path("runs") / study.name
-    reference = Path(args.reference) if args.reference else Path("results") / study.name
+    reference = _reference_folder(args.reference) or Path("results") / study.name
     check_out(out, create=not args.dry_run)
     preflight(study, args.device, source=args.study)
     cells = study.cells()
@@ -97,7 +107,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    reference = Path(args.reference) if args.reference else None
+    reference = _reference_folder(args.reference)
     paths = _reporting(args.results_dir, lambda folder: write_report(folder, reference_dir=reference))
     print(paths["md"].read_text(), end="")
     print(f"wrote {len(paths)} files; see {paths['readme']}")

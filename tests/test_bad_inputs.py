@@ -191,6 +191,22 @@ def test_cuda_asked_for_but_absent_is_refused_in_the_dry_run(tmp_path, capsys, m
     assert_one_line(*run_cli(["run", str(study), "--dry-run", "--device", "cuda"], capsys)[::2], "cuda")
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1,
+                    max_size=20).filter(lambda n: n not in (".", "..")))
+def test_a_reference_folder_that_does_not_exist_is_one_line_not_a_silent_no_comparison(name, tmp_path, capsys):
+    study = tmp_path / "s.toml"
+    study.write_text(TOY)
+    missing = tmp_path / "absent" / name
+    assert_one_line(*run_cli(["run", str(study), "--dry-run", "--reference", str(missing)], capsys)[::2],
+                    "--reference", "no such results folder")
+    results = tmp_path / "results"
+    results.mkdir(exist_ok=True)
+    assert_one_line(*run_cli(["report", str(results), "--reference", str(missing)], capsys)[::2],
+                    "--reference", "no such results folder")
+    assert not any(results.iterdir())  # refused before anything was written
+
+
 # --- plugins ---------------------------------------------------------------------------------------
 
 PLUGINS = [
