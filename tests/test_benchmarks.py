@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from vaebench.benchmarks import ais_throughput, matmul, training_throughput
+from vaebench.benchmarks import ais_throughput, matmul, run_overhead, training_throughput
 from vaebench.errors import run_command
 from vaebench.records import device_description
 
@@ -64,6 +64,16 @@ def test_training_throughput(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"device {CPU_NAME} (cpu), ")
     assert any(line.startswith("vaebench loop") and "train loss" in line for line in lines)
+
+
+def test_run_overhead(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_overhead.main(["--dataset", "toy4", "--repeats", "1"])
+    # the whole command ran (in a fresh process) and its record's seconds are inside its wall time
+    assert 0 < out["train"] and 0 < out["eval"] and out["train"] + out["eval"] < out["wall"]
+    assert out["overhead"] == pytest.approx(out["wall"] - out["train"] - out["eval"])
+    assert out["import torch"] > 0 and out["run_study"] >= out["  of which training"]
+    assert all(math.isfinite(v) for v in _numbers(out)), out
+    assert "vaebench run: " in capsys.readouterr().out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
