@@ -32,7 +32,7 @@ from vaebench.device import resolve_device
 from vaebench.errors import run_command
 from vaebench.methods import create_method
 from vaebench.records import device_description
-from vaebench.training import TrainConfig, train
+from vaebench.training import TrainConfig, TrainResult, train
 
 from .matmul import add_device_option, linear_flops, matmul_gflops, synchronize
 
@@ -72,6 +72,15 @@ def plain_loop(model, train_x: torch.Tensor, epochs: int, batch_size: int,
     return (seconds / steps if steps is not None else seconds / epochs), mean_loss
 
 
+def timed_train(model, data: DataSplits, config: TrainConfig) -> TrainResult:
+    """One timed ``train`` of ``model``; with ``config.compile`` after 20 warm-up steps on the same
+    model, since compilation is paid once per model (the timed run then starts from those steps)."""
+    if config.compile:
+        train(model, data, dataclasses.replace(config, epochs=None, steps=20), seed=1, dynamic_binarization=True,
+              progress=False)
+    return train(model, data, config, seed=0, dynamic_binarization=True, progress=False)
+
+
 def small_batch(data: DataSplits, device: torch.device, repeats: int, steps: int,
                 compile_too: bool, iwae_too: bool = False) -> dict[str, tuple[float, float]]:
     """Seconds per step at batch 20 on the 784-200-200-50 tanh VAE, best of ``repeats``, and the
@@ -89,12 +98,7 @@ def small_batch(data: DataSplits, device: torch.device, repeats: int, steps: int
 
     def suite(params, compiled=False, name="vae"):
         def timed():
-            cfg = dataclasses.replace(config, compile=compiled)
-            model = fresh(params, name)
-            if compiled:  # compilation is paid once per model: 20 warm-up steps, then the timed run
-                train(model, data, dataclasses.replace(cfg, steps=20), seed=1, dynamic_binarization=True,
-                      progress=False)
-            result = train(model, data, cfg, seed=0, dynamic_binarization=True, progress=False)
+            result = timed_train(fresh(params, name), data, dataclasses.replace(config, compile=compiled))
             return result.seconds / result.steps, result.history[-1]["train_model"]
         return timed
 
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     # Alternate the two loops and keep each one's best run: this machine's load is noisy.
     ours_loss = plain_loss = float("nan")
     for _ in range(args.repeats):
-        result = train(fresh(), data, config, seed=0, dynamic_binarization=True, progress=False)
+        result = timed_train(fresh(), data, config)
         if result.seconds / args.epochs < ours:
             ours, ours_loss = result.seconds / args.epochs, result.history[-1]["train_model"]
         seconds, loss = plain_loop(fresh(), data.train, args.epochs, args.batch_size)
@@ -176,32 +180,23 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
           f"{os.cpu_count()} cores, best of {args.repeats}, batch {args.batch_size}, MNIST {n_train} examples/epoch, "
           f"{flops_per_epoch / 1e9:.1f} GFLOP/epoch (matmuls, fwd+bwd)")
     print(f"device matmul (1024², fp32): {peak:.1f} GFLOP/s")
+    rows = [("vaebench", "vaebench loop", ours, ours_loss, ""), ("plain", "plain torch loop", plain, plain_loss, "")]
+    if args.compile:
+        compiled, compiled_loss = float("inf"), float("nan")
+        for _ in range(args.repeats):
+            result = timed_train(fresh(), data, dataclasses.replace(config, compile=True))
+            if result.seconds / args.epochs < compiled:
+                compiled, compiled_loss = result.seconds / args.epochs, result.history[-1]["train_model"]
+        rows.append(("compiled", "vaebench compiled", compiled, compiled_loss, " (after 20 warm-up steps)"))
     out: dict[str, object] = {"device": name, "matmul_gflops": peak}
-    for key, label, seconds, loss in (("vaebench", "vaebench loop", ours, ours_loss),
-                                      ("plain", "plain torch loop", plain, plain_loss)):
+    for key, label, seconds, loss, note in rows:
         achieved = flops_per_epoch / seconds / 1e9
         print(f"{label:<17} {seconds:6.2f} s/epoch  {n_train / seconds:8.0f} examples/s  "
-              f"{achieved:6.1f} GFLOP/s = {achieved / peak:.2f} of matmul  train loss {loss:.3f}")
+              f"{achieved:6.1f} GFLOP/s = {achieved / peak:.2f} of matmul  train loss {loss:.3f}{note}")
         out.update({f"{key}_seconds_per_epoch": seconds, f"{key}_gflops": achieved,
                     f"{key}_fraction_of_matmul": achieved / peak, f"{key}_train_loss": loss})
     print(f"vaebench / plain time ratio: {ours / plain:.3f}")
     out["time_ratio"] = ours / plain
-    if args.compile:
-        compiled = dataclasses.replace(config, compile=True)
-        best_compiled, compiled_loss = float("inf"), float("nan")
-        for _ in range(args.repeats):
-            model = fresh()  # compilation is paid once per model: 20 warm-up steps, then the timed run
-            train(model, data, dataclasses.replace(compiled, epochs=None, steps=20), seed=1,
-                  dynamic_binarization=True, progress=False)
-            result = train(model, data, compiled, seed=0, dynamic_binarization=True, progress=False)
-            if result.seconds / args.epochs < best_compiled:
-                best_compiled, compiled_loss = result.seconds / args.epochs, result.history[-1]["train_model"]
-        achieved = flops_per_epoch / best_compiled / 1e9
-        print(f"{'vaebench compiled':<17} {best_compiled:6.2f} s/epoch  {n_train / best_compiled:8.0f} examples/s  "
-              f"{achieved:6.1f} GFLOP/s = {achieved / peak:.2f} of matmul  train loss {compiled_loss:.3f} "
-              f"(after 20 warm-up steps)")
-        out.update({"compiled_seconds_per_epoch": best_compiled, "compiled_fraction_of_matmul": achieved / peak,
-                    "compiled_train_loss": compiled_loss})
     if args.small_steps:
         best = small_batch(data, device, args.repeats, args.small_steps, args.compile, args.iwae)
         out["batch20"] = {name: {"seconds_per_step": seconds, "train_loss": loss}
