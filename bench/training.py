@@ -145,10 +145,11 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
         method.load_state_dict(state["model"])
         for name, opt in method.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
-        batches.generator.set_state(state["batch_rng"].to(batches.generator.device))
-        torch.set_rng_state(state["torch_rng"])
+        # a generator's state is a CPU byte tensor whatever its device; map_location moved it
+        batches.generator.set_state(state["batch_rng"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
         if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         start_epoch = result.resumed_from_epoch = int(state["epoch"])
         result.history = list(state["history"])
         result.seconds = float(state["seconds"])
