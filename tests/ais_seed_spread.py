@@ -18,25 +18,24 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_ais import LinearGaussian, grid_log_marginal, _bernoulli_ll, bernoulli_sampler_for
-from vaebench.ais import Gaussian, ais_log_likelihood, bdmc, pilot
+from test_ais import (LinearGaussian, _bernoulli_ll, bernoulli_sampler_for,  # noqa: E402
+                      grid_log_marginal, make_bernoulli_2d)
 
-dev = torch.device(sys.argv[1]); S = int(sys.argv[2])
-torch.set_num_threads(1)
+from vaebench.ais import Gaussian, ais_log_likelihood, bdmc, pilot  # noqa: E402
+
+dev = torch.device("cpu")  # set from the command line
 
 
 def lg_data(n):
-    model = LinearGaussian(device="cpu"); torch.manual_seed(0)
-    z = torch.randn(n, model.latent_dim); x = model.sample_x(z)
+    model = LinearGaussian(device="cpu")
+    torch.manual_seed(0)
+    z = torch.randn(n, model.latent_dim)
+    x = model.sample_x(z)
     return LinearGaussian(device=dev), z.to(dev), x.to(dev)
 
 
 def bern_net():
-    torch.manual_seed(1)
-    net = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 64))
-    with torch.no_grad():
-        net[0].weight.mul_(1.5); net[2].weight.mul_(2.0)
-    return net.to(dev)
+    return make_bernoulli_2d().to(dev)
 
 
 def frozen(s, n=64, T=100):
@@ -64,7 +63,8 @@ def initial(s, n=32, T=300):
 
 
 def quad(s, n=32, T=500):
-    net = bern_net(); torch.manual_seed(3)
+    net = bern_net()
+    torch.manual_seed(3)
     with torch.no_grad():
         x = torch.bernoulli(torch.sigmoid(net(torch.randn(n, 2, device=dev))))
         e = grid_log_marginal(net, x)
@@ -98,7 +98,8 @@ def vae(s, n=16, T=300):
         torch.manual_seed(0)
         m = create_method("vae", None, data_shape=data.image_shape, latent_dim=2, architecture=Architecture(hidden=(100, 100)))
         train(m, data, TrainConfig(epochs=4, batch_size=50, valid_every=0), seed=0, dynamic_binarization=True, progress=False)
-        m = m.to(dev); x = data.test.to(dev)
+        m = m.to(dev)
+        x = data.test.to(dev)
         with torch.no_grad():
             _vae[n] = m, x, grid_log_marginal(m.decoder.logits, x, half_width=6.0, n=401)
     m, x, e = _vae[n]
@@ -106,14 +107,23 @@ def vae(s, n=16, T=300):
     return {"error": (r.log_likelihood.double() - e).mean().item()}
 
 
-name = f"{torch.cuda.get_device_name()}" if dev.type == "cuda" else "CPU"
-print(f"device {dev} ({name}), torch {torch.__version__}, {S} seeds each", flush=True)
-for spec in sys.argv[3:]:
-    check, _, params = spec.partition(":")
-    kw = {k: int(v) for k, v in (p.split("=") for p in params.split(",") if p)}
-    t0 = time.time(); rows = [globals()[check](s, **kw) for s in range(S)]
-    for key in rows[0]:
-        v = torch.tensor([r[key] for r in rows], dtype=torch.float64)
-        print(f"{spec:<28} {key:<6} mean {v.mean():+.4f}  sd {v.std():.4f}  SE {v.std() / math.sqrt(S):.4f}  "
-              f"min {v.min():+.4f}  max {v.max():+.4f}  |.|>0.05 {(v.abs() > 0.05).sum().item()}/{S}  "
-              f"seed0 {v[0]:+.4f}  ({time.time() - t0:.0f} s)", flush=True)
+def main(argv: list[str]) -> None:
+    global dev
+    dev, seeds = torch.device(argv[0]), int(argv[1])
+    torch.set_num_threads(1)
+    name = torch.cuda.get_device_name() if dev.type == "cuda" else "CPU"
+    print(f"device {dev} ({name}), torch {torch.__version__}, {seeds} seeds each", flush=True)
+    for spec in argv[2:]:
+        check, _, params = spec.partition(":")
+        kw = {k: int(v) for k, v in (p.split("=") for p in params.split(",") if p)}
+        t0 = time.time()
+        rows = [globals()[check](s, **kw) for s in range(seeds)]
+        for key in rows[0]:
+            v = torch.tensor([r[key] for r in rows], dtype=torch.float64)
+            print(f"{spec:<28} {key:<6} mean {v.mean():+.4f}  sd {v.std():.4f}  SE {v.std() / math.sqrt(seeds):.4f}  "
+                  f"min {v.min():+.4f}  max {v.max():+.4f}  |.|>0.05 {(v.abs() > 0.05).sum().item()}/{seeds}  "
+                  f"seed0 {v[0]:+.4f}  ({time.time() - t0:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

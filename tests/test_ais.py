@@ -67,14 +67,19 @@ def grid_log_marginal(logits_fn, x: torch.Tensor, half_width: float = 6.0, n: in
     return torch.logsumexp(torch.stack(parts), 0) + math.log(cell)
 
 
-@pytest.fixture(scope="module")
-def bernoulli_2d(device: torch.device) -> nn.Module:
+def make_bernoulli_2d() -> nn.Module:
+    """A fixed Bernoulli decoder from a 2-D latent to 64 pixels, sharp enough to be a real test."""
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 64))
     with torch.no_grad():
         net[0].weight.mul_(1.5)
         net[2].weight.mul_(2.0)
-    return net.to(device)
+    return net
+
+
+@pytest.fixture(scope="module")
+def bernoulli_2d(device: torch.device) -> nn.Module:
+    return make_bernoulli_2d().to(device)
 
 
 def _bernoulli_ll(net: nn.Module):
