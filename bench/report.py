@@ -417,12 +417,24 @@ def _provenance_lines(records: list[dict[str, Any]]) -> list[str]:
         key = (p.get("commit"), p.get("dirty"), (p.get("packages") or {}).get("torch"), p.get("device"),
                p.get("threads"))
         seen[key] = seen.get(key, 0) + 1
-    lines = []
-    for (commit, dirty, torch_version, device, threads), count in seen.items():
-        code = "unknown code" if not commit else f"commit {commit[:12]}" + (" (with local changes)" if dirty else "")
-        lines.append(f"- {plural(count, 'cell')}: {code}, torch {torch_version}, {device or 'unknown device'}, "
-                     f"{plural(threads, 'thread') if isinstance(threads, int) else 'unknown threads'}")
+    lines = [f"- {plural(count, 'cell')}: {_who(commit, dirty, torch_version, device, threads)}"
+             for (commit, dirty, torch_version, device, threads), count in seen.items()]
+    for r in records:  # a run resumed across sessions names each of them; the line above is its last
+        segments = (r.get("provenance") or {}).get("training_segments") or []
+        if len(segments) > 1:
+            parts = [f"epochs {s['from_epoch']:,}–{s['to_epoch']:,} "
+                     + ("(not recorded: the checkpoint predates this record-keeping)" if s.get("recorded") is False
+                        else f"({_who(s.get('commit'), s.get('dirty'), s.get('torch'), s.get('device'), s.get('threads'))})")
+                     for s in segments]
+            lines.append(f"- {r.get('cell_id')} trained in {len(segments)} sessions: " + "; ".join(parts))
     return lines
+
+
+def _who(commit: str | None, dirty: bool | None, torch_version: str | None, device: str | None,
+         threads: int | None) -> str:
+    code = "unknown code" if not commit else f"commit {commit[:12]}" + (" (with local changes)" if dirty else "")
+    return (f"{code}, torch {torch_version}, {device or 'unknown device'}, "
+            f"{plural(threads, 'thread') if isinstance(threads, int) else 'unknown threads'}")
 
 
 def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[str, Path]:

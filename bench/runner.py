@@ -85,8 +85,13 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
                                data.image_shape, data.binary)
         method = build_method(run, data).to(dev)
         dynamic = run.data.train_binarization == "dynamic" and not data.binary
+        p = record["provenance"]
+        trainer = {"commit": p.get("commit"), "dirty": p.get("dirty"), "torch": p["packages"].get("torch"),
+                   "device": p.get("device"), "threads": p.get("threads"), "started_at": p.get("started_at")}
         result = train(method, on_device, run.train, seed=run.seed, dynamic_binarization=dynamic,
-                       checkpoint_dir=checkpoint_dir, progress=progress, description=run.cell_id)
+                       checkpoint_dir=checkpoint_dir, progress=progress, description=run.cell_id,
+                       provenance=trainer)
+        p["training_segments"] = result.segments
         record["notes"] += result.notes
         record["checkpoint_sha256"] = sha256_file(checkpoint_dir / CHECKPOINT)
         evaluation = evaluate(method, on_device.test, run.eval, progress=progress, description=f"eval {run.cell_id}")

@@ -7,6 +7,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -71,6 +72,8 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     resumed_from_epoch: int = 0
+    #: who trained which epochs, one entry per process that trained (see :func:`train`)
+    segments: list[dict[str, Any]] = field(default_factory=list)
     #: what a reader of the record should know, e.g. that a damaged checkpoint was set aside
     notes: list[str] = field(default_factory=list)
 
@@ -112,7 +115,8 @@ def _compiled_update(method: Method):
 
 
 def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, dynamic_binarization: bool,
-          checkpoint_dir: Path | None = None, progress: bool = True, description: str = "train") -> TrainResult:
+          checkpoint_dir: Path | None = None, progress: bool = True, description: str = "train",
+          provenance: Mapping[str, Any] | None = None) -> TrainResult:
     """Train ``method`` in place on ``data.train`` (already on the method's device).
 
     The loop never reads a value back from the device inside an epoch: losses are summed
@@ -122,6 +126,9 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
     training stands.
     With ``checkpoint_dir``, the model, optimizers, history and random state are saved
     every ``checkpoint_every`` epochs and an existing checkpoint there is resumed.
+    ``provenance`` (code, device, threads, ...) describes this process; the checkpoint keeps one
+    entry per process that trained, with the epochs it trained, so that a run resumed across
+    sessions names every commit and device it ran on (``result.segments``).
     """
     device = next(method.parameters()).device
     batches = TrainBatches(data.train, config.batch_size, dynamic=dynamic_binarization, seed=seed,
@@ -151,9 +158,14 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         start_epoch = result.resumed_from_epoch = int(state["epoch"])
+        # a checkpoint from before segments were kept knows only how far it got
+        result.segments = list(state.get("segments") or [{"from_epoch": 0, "to_epoch": start_epoch,
+                                                           "recorded": False}])
         result.history = list(state["history"])
         result.seconds = float(state["seconds"])
     step = min(start_epoch * steps_per_epoch, total_steps)
+    earlier = list(result.segments)
+    here = {"from_epoch": start_epoch, **(provenance or {})}
 
     update = _compiled_update(method) if config.compile else method.update
     bar = tqdm(total=total_steps, initial=step, desc=description, disable=None if progress else True,
@@ -196,6 +208,7 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
                                                     config.valid_batch_size)
                 method.train()
             result.history.append(record)
+            result.segments = earlier + [{**here, "to_epoch": epoch}]
             bar.set_postfix({k: f"{v:.2f}" for k, v in record.items() if k.startswith(("train_", "valid_"))})
             if checkpoint_dir and (epoch % config.checkpoint_every == 0 or epoch == n_epochs):
                 save_checkpoint(checkpoint_dir, {
@@ -204,6 +217,7 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
                     "epoch": epoch,
                     "history": result.history,
                     "seconds": result.seconds,
+                    "segments": result.segments,
                     "batch_rng": batches.generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),

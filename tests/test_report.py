@@ -89,6 +89,21 @@ def test_report_from_records_lists_failed_cells(tmp_path):
     assert "-90.00 ± 1.00" in readme
 
 
+def test_a_cell_trained_across_sessions_names_each_of_them(tmp_path):
+    idx = np.arange(3)
+    record = _record(tmp_path, "vae", 0, {"elbo": -90.0}, {"elbo": np.full(3, -90, np.float32)}, indices=idx)
+    who = {"dirty": False, "torch": "2.13.0+cpu", "threads": 1}
+    record["provenance"] = {"commit": "b" * 40, "training_segments": [
+        {"from_epoch": 0, "to_epoch": 1825, "recorded": False},
+        {"from_epoch": 1825, "to_epoch": 2000, "commit": "a" * 40, "device": "AMD EPYC", **who},
+        {"from_epoch": 2000, "to_epoch": 3280, "commit": "b" * 40, "device": "NVIDIA H100", **who}]}
+    write_record(tmp_path, record)
+    readme = write_report(tmp_path)["readme"].read_text()
+    assert (f"- {record['cell_id']} trained in 3 sessions: epochs 0–1,825 (not recorded: the checkpoint predates "
+            f"this record-keeping); epochs 1,825–2,000 (commit aaaaaaaaaaaa, torch 2.13.0+cpu, AMD EPYC, 1 thread); "
+            f"epochs 2,000–3,280 (commit bbbbbbbbbbbb, torch 2.13.0+cpu, NVIDIA H100, 1 thread)") in readme
+
+
 def test_published_values_stand_beside_ours(tmp_path):
     from vaebench.report import published_comparison
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vaebench.backbones import Architecture
-from vaebench.checkpoint import load_checkpoint
+from vaebench.checkpoint import load_checkpoint, save_checkpoint
 from vaebench.datasets import DataSplits
 from vaebench.errors import TrainingDiverged
 from vaebench.methods import METHODS, create_method
@@ -63,6 +63,33 @@ def test_checkpoint_round_trip_and_resume_matches_an_uninterrupted_run(mnist_sma
     assert result.resumed_from_epoch == 2 and len(result.history) == 3
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_a_resumed_run_names_every_process_that_trained_it(mnist_500, tmp_path):
+    def run(epochs, who):
+        return train(_vae(mnist_500), mnist_500, TrainConfig(epochs=epochs, batch_size=100, valid_every=0), seed=0,
+                     dynamic_binarization=False, checkpoint_dir=tmp_path, progress=False, provenance=who)
+
+    assert run(1, {"commit": "a"}).segments == [{"from_epoch": 0, "to_epoch": 1, "commit": "a"}]
+    result = run(3, {"commit": "b", "device": "GPU"})
+    first, second = {"from_epoch": 0, "to_epoch": 1, "commit": "a"}, {"from_epoch": 1, "to_epoch": 3, "commit": "b",
+                                                                       "device": "GPU"}
+    assert result.segments == [first, second] == load_checkpoint(tmp_path)["segments"]
+    # a finished run evaluated again trains nothing and adds nobody
+    assert run(3, {"commit": "c"}).segments == [first, second]
+
+
+def test_a_checkpoint_from_before_segments_says_its_epochs_are_unrecorded(mnist_500, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=100, valid_every=0)
+    train(_vae(mnist_500), mnist_500, config, seed=0, dynamic_binarization=False, checkpoint_dir=tmp_path,
+          progress=False)
+    state = load_checkpoint(tmp_path)
+    del state["segments"]
+    save_checkpoint(tmp_path, state)
+    result = train(_vae(mnist_500), mnist_500, TrainConfig(epochs=2, batch_size=100, valid_every=0), seed=0,
+                   dynamic_binarization=False, checkpoint_dir=tmp_path, progress=False, provenance={"commit": "b"})
+    assert result.segments == [{"from_epoch": 0, "to_epoch": 1, "recorded": False},
+                               {"from_epoch": 1, "to_epoch": 2, "commit": "b"}]
 
 
 def test_checkpoint_loads_into_a_new_model_with_identical_outputs(mnist_small, tmp_path):
