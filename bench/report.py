@@ -419,14 +419,14 @@ def _provenance_lines(records: list[dict[str, Any]]) -> list[str]:
         seen[key] = seen.get(key, 0) + 1
     lines = [f"- {plural(count, 'cell')}: {_who(commit, dirty, torch_version, device, threads)}"
              for (commit, dirty, torch_version, device, threads), count in seen.items()]
-    for r in records:  # a run resumed across sessions names each of them; the line above is its last
+    for r in records:  # a run resumed after an interruption names each process; the line above is its last
         segments = (r.get("provenance") or {}).get("training_segments") or []
         if len(segments) > 1:
             parts = [f"epochs {s['from_epoch']:,}–{s['to_epoch']:,} "
                      + ("(not recorded: the checkpoint predates this record-keeping)" if s.get("recorded") is False
                         else f"({_who(s.get('commit'), s.get('dirty'), s.get('torch'), s.get('device'), s.get('threads'))})")
                      for s in segments]
-            lines.append(f"- {r.get('cell_id')} trained in {len(segments)} sessions: " + "; ".join(parts))
+            lines.append(f"- {r.get('cell_id')} trained by {len(segments)} processes: " + "; ".join(parts))
     return lines
 
 

@@ -99,7 +99,7 @@ def test_a_cell_trained_across_sessions_names_each_of_them(tmp_path):
         {"from_epoch": 2000, "to_epoch": 3280, "commit": "b" * 40, "device": "NVIDIA H100", **who}]}
     write_record(tmp_path, record)
     readme = write_report(tmp_path)["readme"].read_text()
-    assert (f"- {record['cell_id']} trained in 3 sessions: epochs 0–1,825 (not recorded: the checkpoint predates "
+    assert (f"- {record['cell_id']} trained by 3 processes: epochs 0–1,825 (not recorded: the checkpoint predates "
             f"this record-keeping); epochs 1,825–2,000 (commit aaaaaaaaaaaa, torch 2.13.0+cpu, AMD EPYC, 1 thread); "
             f"epochs 2,000–3,280 (commit bbbbbbbbbbbb, torch 2.13.0+cpu, NVIDIA H100, 1 thread)") in readme
 
