@@ -124,7 +124,7 @@ def test_sigkill_mid_study_loses_only_the_cell_in_flight_which_resumes(tmp_path)
     segments = provenance["training_segments"]
     assert [(s["from_epoch"], s["to_epoch"]) for s in segments] == [(0, saved_epoch), (saved_epoch, 150)]
     assert all(s["commit"] == provenance["commit"] and s["device"] == provenance["device"] for s in segments)
-    assert segments[0]["started_at"] < segments[1]["started_at"]
+    assert segments[0]["started_at"] <= segments[1]["started_at"]  # whole seconds: both may start in one
     finished = read_record(record_path(out, first))["provenance"]["finished_at"]
     assert by_id[first]["provenance"]["finished_at"] == finished  # not rerun
 
