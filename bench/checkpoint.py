@@ -51,7 +51,3 @@ def save_config(directory: Path, config: dict[str, Any]) -> Path:
     path = Path(directory) / CONFIG
     atomic_write_bytes(path, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     return path
-
-
-def load_config(directory: Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / CONFIG).read_text())

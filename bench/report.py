@@ -298,7 +298,7 @@ def paired_differences(records: list[dict[str, Any]], results_dir: Path, referen
                     base = values.get((dataset, latent, ref, seed))
                     if base is None or metric not in base:
                         continue
-                    shared, i, j = np.intersect1d(arrays["indices"], base["indices"], return_indices=True)
+                    _, i, j = np.intersect1d(arrays["indices"], base["indices"], return_indices=True)
                     diff = arrays[metric][i].astype(np.float64) - base[metric][j].astype(np.float64)
                     diff = diff[np.isfinite(diff)]
                     if len(diff) == 0:
