@@ -18,6 +18,7 @@ import torch
 from vaebench.datasets import raw_splits
 from vaebench.methods import Method, create_method
 
+from .compiled_step import check_compiled_step
 from .device import resolve_device
 from .errors import ConfigError, VaebenchError
 from .evaluation import EvalConfig, evaluate
@@ -120,6 +121,8 @@ def check_models(study: Study, shapes: dict[str, DataShape]) -> None:
                         method.configure_optimizers()
                         method.train()
                         method.update(shape.trial["train"])
+                        if study.train.compile == "step":  # what the compiled step needs; it compiles in the cell
+                            check_compiled_step(method)
                         evaluate(method, shape.trial["test"], _trial_eval(study.eval, method.has_density),
                                  progress=False)
                     except ConfigError as exc:

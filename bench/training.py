@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -16,6 +16,7 @@ from vaebench.datasets import DataSplits, TrainBatches
 from vaebench.methods import Method
 
 from .checkpoint import CHECKPOINT, CORRUPT, load_checkpoint, save_checkpoint
+from .compiled_step import compiled_update
 from .config import require
 from .errors import TrainingDiverged
 from .metrics import batched_mean, elbo
@@ -34,10 +35,13 @@ class TrainConfig:
     ``shuffle``: reshuffle the training set every epoch (false: the same order every epoch).
     ``checkpoint_every``: epochs between checkpoints (when the run has a checkpoint folder).
     ``valid_every``: epochs between validation-ELBO evaluations (0 turns them off).
-    ``compile``: run each step's losses through ``torch.compile`` (with torch's own random
-    numbers, so a seed draws the same noise as without it); it pays off for long runs of
-    small batches, where per-operation overhead dominates, after a compilation of about a
-    minute. Floating-point rounding differs slightly from the eager run.
+    ``compile``: ``true`` runs each step's losses (forward and backward) through
+    ``torch.compile``; ``"step"`` compiles the whole step, the optimizer updates included, into
+    one function (methods that keep the standard update, with Adam or BurdaAdam; see
+    :mod:`vaebench.compiled_step`). Both draw torch's own random numbers, so a seed draws the
+    same noise as without them, and both pay off for long runs of small batches, where
+    per-operation overhead dominates, after a compilation of 10 s to a minute.
+    Floating-point rounding differs slightly from the eager run.
     """
 
     epochs: int | None = None
@@ -48,7 +52,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     valid_every: int = 1
     valid_batch_size: int = 1000
-    compile: bool = False
+    compile: bool | Literal["step"] = False
 
     def __post_init__(self) -> None:
         require(all(passes > 0 and scale > 0 for passes, scale in self.lr_stages),
@@ -96,22 +100,6 @@ def _finite_or_raise(epoch: int, means: dict[str, float]) -> None:
     for name, value in means.items():
         if not math.isfinite(value):
             raise TrainingDiverged(f"training diverged: loss {name!r} was {value} in epoch {epoch}")
-
-
-def _compiled_update(method: Method):
-    """``method.update`` with its losses (forward and backward) compiled by ``torch.compile``."""
-    import torch._inductor.config as inductor_config
-
-    # aten's random kernels, not inductor's: the same seed gives the same noise as eager
-    inductor_config.fallback_random = True
-    losses_of = torch.compile(method.training_step)
-
-    def update(batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        losses = losses_of(batch)
-        method.apply_losses(losses)
-        return {k: v.detach() for k, v in losses.items()}
-
-    return update
 
 
 def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, dynamic_binarization: bool,
@@ -167,7 +155,7 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
     earlier = list(result.segments)
     here = {"from_epoch": start_epoch, **(provenance or {})}
 
-    update = _compiled_update(method) if config.compile else method.update
+    update = compiled_update(method, config.compile)
     bar = tqdm(total=total_steps, initial=step, desc=description, disable=None if progress else True,
                leave=False, dynamic_ncols=True)
     log_lines = progress and bar.disable  # tqdm draws nothing when stderr is not a terminal

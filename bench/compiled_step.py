@@ -1,0 +1,216 @@
+"""Compiled training updates: ``[train] compile = true`` (the losses) and ``"step"`` (the whole step).
+
+At batch 20 a step of the suite's MLPs is a few dozen small kernels, and run eagerly, Python,
+the dispatcher and autograd's bookkeeping take about as long as the arithmetic.
+
+- ``compile = true`` compiles :meth:`Method.training_step` (forward and backward); the
+  optimizers still step eagerly. It works for every method.
+- ``compile = "step"`` traces the losses, their gradients (``torch.func``) and the optimizers'
+  updates into one function, which ``torch.compile`` turns into a few fused kernels around
+  the matmuls. It needs a method that keeps :meth:`Method.update` (one backward per parameter
+  group, then one step of each optimizer) and optimizers whose rule is restated here: torch's
+  Adam and :class:`~vaebench.optim.BurdaAdam`.
+
+The rules below update those optimizers' own state tensors and the model's parameters in
+place, so a checkpoint holds the same things whichever way the steps ran, and a run may
+resume either way. Random draws use aten's generators (``fallback_random``), so a seed gives
+the same noise as an eager step; only floating-point rounding differs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaebench.methods import Method
+
+from .errors import ConfigError
+from .optim import BurdaAdam
+
+Losses = dict[str, torch.Tensor]
+
+
+def compiled_losses_update(method: Method) -> Callable[[torch.Tensor], Losses]:
+    """``method.update`` with its losses (forward and backward) compiled by ``torch.compile``."""
+    import torch._inductor.config as inductor_config
+
+    # aten's random kernels, not inductor's: the same seed gives the same noise as eager
+    inductor_config.fallback_random = True
+    losses_of = torch.compile(method.training_step)
+
+    def update(batch: torch.Tensor) -> Losses:
+        losses = losses_of(batch)
+        method.apply_losses(losses)
+        return {k: v.detach() for k, v in losses.items()}
+
+    return update
+
+
+class _AdamRule:
+    """torch's Adam (no weight decay, amsgrad or maximize), as its fused kernel computes it:
+    moments first, then ``p −= lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + ε)``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+        group = optimizer.param_groups[0]
+        unsupported = [key for key in ("amsgrad", "maximize", "capturable", "differentiable") if group.get(key)]
+        if group.get("weight_decay") or unsupported:
+            raise ConfigError(f"compile = 'step' restates Adam without weight decay, amsgrad or maximize; "
+                              f"this one has {unsupported or ['weight_decay']}")
+        self.group = group
+        self.states = [optimizer.state[p] for p in params]
+        self.t = int(self.states[0]["step"])  # the one read of the count; Python keeps it from here
+
+    def scalars(self) -> list[torch.Tensor]:
+        self.t += 1
+        beta1, beta2 = self.group["betas"]
+        return [torch.tensor(self.group["lr"] / (1 - beta1 ** self.t)),
+                torch.tensor(1 / math.sqrt(1 - beta2 ** self.t))]
+
+    def tensors(self) -> list[dict[str, torch.Tensor]]:
+        return [{k: s[k] for k in ("step", "exp_avg", "exp_avg_sq")} for s in self.states]
+
+    def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, torch.Tensor]],
+              scalars: list[torch.Tensor]) -> None:
+        step_size, bias2_root = scalars
+        beta1, beta2 = self.group["betas"]
+        eps = self.group["eps"]
+        for p, g, s in zip(params, grads, states):
+            s["step"].add_(1)
+            s["exp_avg"].lerp_(g, 1 - beta1)
+            s["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            p.sub_(step_size * s["exp_avg"] / (s["exp_avg_sq"].sqrt() * bias2_root + eps))
+
+
+class _BurdaAdamRule(_AdamRule):
+    """:class:`~vaebench.optim.BurdaAdam`: the moments take the previous step's gradient, then
+    ``p −= lr · sqrt(1 − β2^t) / (1 − β1^t) · m / (sqrt(v) + ε)``, then this step's gradient is kept."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+        self.group = optimizer.param_groups[0]
+        self.states = [optimizer.state[p] for p in params]
+        self.t = int(self.group["step"])
+
+    def scalars(self) -> list[torch.Tensor]:
+        self.group["step"] += 1  # BurdaAdam's own count, which its state_dict saves
+        self.t = self.group["step"]
+        beta1, beta2 = self.group["betas"]
+        return [torch.tensor(self.group["lr"] * math.sqrt(1 - beta2 ** self.t) / (1 - beta1 ** self.t))]
+
+    def tensors(self) -> list[dict[str, torch.Tensor]]:
+        return [{k: s[k] for k in ("step", "exp_avg", "exp_avg_sq", "delayed_grad")} for s in self.states]
+
+    def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, torch.Tensor]],
+              scalars: list[torch.Tensor]) -> None:
+        (step_size,) = scalars
+        beta1, beta2 = self.group["betas"]
+        eps = self.group["eps"]
+        for p, g, s in zip(params, grads, states):
+            lagged = s["delayed_grad"]
+            s["step"].add_(1)
+            s["exp_avg"].lerp_(lagged, 1 - beta1)
+            s["exp_avg_sq"].mul_(beta2).addcmul_(lagged, lagged, value=1 - beta2)
+            p.sub_(step_size * s["exp_avg"] / (s["exp_avg_sq"].sqrt() + eps))
+            lagged.copy_(g)
+
+
+#: the optimizers whose update :class:`CompiledStep` restates, by exact class
+RULES: dict[type, type[_AdamRule]] = {torch.optim.Adam: _AdamRule, BurdaAdam: _BurdaAdamRule}
+
+
+def check_compiled_step(method: Method) -> None:
+    """Raise :class:`ConfigError` (one line) unless ``compile = "step"`` can run ``method``."""
+    if type(method).update is not Method.update:
+        raise ConfigError(f"compile = 'step' needs the standard update, but {method.name} overrides update "
+                          "(use compile = true)")
+    for name, optimizer in method.optimizers.items():
+        if type(optimizer) not in RULES:
+            raise ConfigError(f"compile = 'step' has no update rule for {type(optimizer).__name__} "
+                              f"(optimizer {name!r}); it knows {', '.join(t.__name__ for t in RULES)}")
+        if len(optimizer.param_groups) != 1:
+            raise ConfigError(f"compile = 'step' needs one parameter group per optimizer; {name!r} has "
+                              f"{len(optimizer.param_groups)}")
+
+
+class _TrainingStep(nn.Module):
+    """``method.training_step`` as a module's forward, for ``torch.func.functional_call``."""
+
+    def __init__(self, method: Method) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: torch.Tensor) -> Losses:
+        return self.method.training_step(batch)
+
+
+class CompiledStep:
+    """``method.update`` as one compiled function: losses, gradients and optimizer updates.
+
+    The first call steps eagerly when an optimizer has no state yet (it creates it, as at the
+    start of a run); every later call runs the compiled function, which updates the model's
+    parameters and the optimizers' state in place. Each group's gradient is the gradient of
+    its loss with respect to its parameters only, from one forward pass, as in
+    :meth:`Method.apply_losses`.
+    """
+
+    def __init__(self, method: Method) -> None:
+        if not method.optimizers:
+            method.configure_optimizers()
+        check_compiled_step(method)
+        self.method = method
+        self._module = _TrainingStep(method)
+        self._compiled: Callable[..., Losses] | None = None
+
+    def _build(self) -> None:
+        names = {id(p): name for name, p in self._module.named_parameters()}
+        self._groups: dict[str, list[str]] = {}
+        self._rules: dict[str, _AdamRule] = {}
+        for group, optimizer in self.method.optimizers.items():
+            params = optimizer.param_groups[0]["params"]
+            missing = [names[id(p)] for p in params if p not in optimizer.state]
+            if missing:
+                raise ConfigError(f"compile = 'step': {len(missing)} parameters of group {group!r} got no "
+                                  f"gradient in the first step (e.g. {missing[0]}); the compiled step would "
+                                  "update them with zero gradients, which the eager optimizer does not")
+            self._groups[group] = [names[id(p)] for p in params]
+            self._rules[group] = RULES[type(optimizer)](optimizer, params)
+        # in-place updates keep every tensor's identity, so these lists stay valid for the run
+        self._params = {name: p.detach() for name, p in self._module.named_parameters()}
+        self._states = {group: rule.tensors() for group, rule in self._rules.items()}
+        # on the CPU, inductor's C++ wrapper saves the Python that calls the kernels (0.79 against
+        # 0.88 ms per burda2016 VAE step, results/benchmarks/training_throughput_step.txt)
+        on_cpu = next(self.method.parameters()).device.type == "cpu"
+        self._compiled = torch.compile(self._step, dynamic=False,
+                                       options={"fallback_random": True, "cpp_wrapper": on_cpu})
+
+    def _step(self, batch: torch.Tensor, params: dict[str, torch.Tensor],
+              states: dict[str, list[dict[str, torch.Tensor]]], scalars: dict[str, list[torch.Tensor]]) -> Losses:
+        losses, pullback = torch.func.vjp(lambda p: torch.func.functional_call(self._module, p, (batch,)), params)
+        grads = {}
+        for group in self._groups:
+            cotangent = {k: torch.ones_like(v) if k == group else torch.zeros_like(v) for k, v in losses.items()}
+            (all_grads,) = pullback(cotangent)
+            grads[group] = [all_grads[name] for name in self._groups[group]]
+        with torch.no_grad():
+            for group, rule in self._rules.items():
+                rule.apply([params[name] for name in self._groups[group]], grads[group], states[group],
+                           scalars[group])
+        return {k: v.detach() for k, v in losses.items()}
+
+    def __call__(self, batch: torch.Tensor) -> Losses:
+        if self._compiled is None:
+            if not all(optimizer.state for optimizer in self.method.optimizers.values()):
+                return self.method.update(batch)
+            self._build()
+        scalars = {group: rule.scalars() for group, rule in self._rules.items()}
+        return self._compiled(batch, self._params, self._states, scalars)
+
+
+def compiled_update(method: Method, mode: Any) -> Callable[[torch.Tensor], Losses]:
+    """The update function for ``[train] compile = mode``: false, true or ``"step"``."""
+    if mode == "step":
+        return CompiledStep(method)
+    return compiled_losses_update(method) if mode else method.update
