@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from vaebench.cli import field_descriptions, main, plain
 from vaebench.methods.avb import AVBConfig
 
-from test_study_validation import VALID, to_toml
+from test_study_validation import VALID, to_toml, toml_value
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -132,6 +132,8 @@ BY_HAND = [
     ("params", TOY.encode() + b"[architecture]\nhidden = [100000000]\n", ["parameters, beyond the limit"]),
     ("conv-on-toy", TOY.encode() + b'[architecture]\nbackbone = "conv"\n',
      ["study.methods[0] (vae) on toy4 with latent size 2", "conv backbone needs square images"]),
+    ("compile-step-avb", TOY.replace('["vae"]', '["vae", "avb"]').replace("epochs = 1", 'epochs = 1\ncompile = "step"')
+     .encode(), ["bad.toml: study.methods[1] (avb) on toy4", "compile = 'step' needs the standard update"]),
 ]
 
 
@@ -205,6 +207,16 @@ def test_a_reference_folder_that_does_not_exist_is_one_line_not_a_silent_no_comp
     assert_one_line(*run_cli(["report", str(results), "--reference", str(missing)], capsys)[::2],
                     "--reference", "no such results folder")
     assert not any(results.iterdir())  # refused before anything was written
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.one_of(st.text(st.characters(blacklist_categories=("Cs",))).filter(lambda v: v != "step"),
+                       st.integers(), st.floats(allow_nan=False), st.lists(st.booleans(), max_size=2)))
+def test_train_compile_takes_true_false_or_step_only(value, tmp_path, capsys):
+    study = tmp_path / "s.toml"
+    study.write_text(TOY.replace("epochs = 1", f"epochs = 1\ncompile = {toml_value(value)}"), encoding="utf-8")
+    assert_one_line(*run_cli(["run", str(study), "--dry-run", "--out", str(tmp_path / "o")], capsys)[::2],
+                    "train.compile: expected bool | 'step'")
 
 
 # --- plugins ---------------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ def toml_value(value) -> str:
     if isinstance(value, (int, float)):
         return repr(value) if value == value and abs(value) != float("inf") else str(value).lower()
     if isinstance(value, str):
-        return json.dumps(value)  # JSON's escapes are valid in TOML basic strings
+        # JSON's escapes of quotes, backslashes and C0 controls are TOML's too; its \uXXXX escapes of
+        # characters beyond the BMP (surrogate pairs) are not, so those stay raw, and DEL is escaped
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
