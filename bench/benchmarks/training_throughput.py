@@ -82,10 +82,11 @@ def timed_train(model, data: DataSplits, config: TrainConfig) -> TrainResult:
 
 
 def small_batch(data: DataSplits, device: torch.device, repeats: int, steps: int,
-                compile_too: bool, iwae_too: bool = False) -> dict[str, tuple[float, float]]:
+                compile_too: bool, iwae_too: bool = False, peak: float | None = None) -> dict[str, tuple[float, float]]:
     """Seconds per step at batch 20 on the 784-200-200-50 tanh VAE, best of ``repeats``, and the
     train loss of that run, per loop; ``data`` is on ``device``. With ``iwae_too``, also the
-    burda2016 preset's IWAE rows (k = 5 and k = 50) in its configuration."""
+    burda2016 preset's IWAE rows (k = 5 and k = 50) in its configuration. With ``peak`` (the
+    device's matmul GFLOP/s), each line also says what fraction of it the step's matmuls reach."""
     arch = Architecture(hidden=(200, 200), activation="tanh", init="glorot")
     burda = {"analytic_kl": False, "optimizer": "burda-adam", "betas": [0.99, 0.999]}
 
@@ -109,19 +110,27 @@ def small_batch(data: DataSplits, device: torch.device, repeats: int, steps: int
     }
     if compile_too:
         runs["burda2016 compiled"] = suite(burda, compiled=True)
+        runs["burda2016 step"] = suite(burda, compiled="step")
     if iwae_too:
         iwae = {key: value for key, value in burda.items() if key != "analytic_kl"}
         for k in (5, 50):
             runs[f"burda2016 iwae-k{k}"] = suite({**iwae, "k": k}, name="iwae")
+            if compile_too:
+                runs[f"burda2016 iwae-k{k} step"] = suite({**iwae, "k": k}, compiled="step", name="iwae")
     best = {name: (float("inf"), float("nan")) for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
             seconds, loss = run()
             best[name] = min(best[name], (seconds, loss))
+    model = fresh({})
     print(f"batch 20, 784-200-200-50 tanh VAE, {steps} steps, best of {repeats}:")
     for name, (seconds, loss) in best.items():
-        print(f"{name:<19} {seconds * 1e3:6.3f} ms/step  train loss {loss:8.3f}  "
-              f"({seconds * BURDA_STEPS / 3600:.1f} h for the 9,774,400 steps of burda2016)")
+        k = int(name.split("iwae-k")[1].split()[0]) if "iwae-k" in name else 1
+        # forward + backward ≈ 3× the forward matmul FLOPs; IWAE decodes k draws per image
+        flops = 3 * (linear_flops(model.encoder, 20) + linear_flops(model.decoder, 20 * k))
+        of_peak = f", {flops / seconds / 1e9 / peak:.2f} of matmul" if peak else ""
+        print(f"{name:<24} {seconds * 1e3:6.3f} ms/step  train loss {loss:8.3f}  "
+              f"({seconds * BURDA_STEPS / 3600:.1f} h for the 9,774,400 steps of burda2016{of_peak})")
     return best
 
 
@@ -136,7 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--small-steps", type=int, default=2000, help="steps per timed batch-20 run (0 skips them)")
     parser.add_argument("--compile", action="store_true",
-                        help="also time the suite's loop with compile (batch 100 and the batch-20 steps)")
+                        help="also time the suite's loop with compile = true (batch 100 and the batch-20 steps) "
+                             "and, at batch 20, with compile = \"step\"")
     parser.add_argument("--iwae", action="store_true", help="also time burda2016's IWAE rows (k = 5, 50) at batch 20")
     parser.add_argument("--train-examples", type=int, default=None,
                         help="the first N MNIST training images (default: all 50,000)")
@@ -198,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(f"vaebench / plain time ratio: {ours / plain:.3f}")
     out["time_ratio"] = ours / plain
     if args.small_steps:
-        best = small_batch(data, device, args.repeats, args.small_steps, args.compile, args.iwae)
+        best = small_batch(data, device, args.repeats, args.small_steps, args.compile, args.iwae, peak)
         out["batch20"] = {name: {"seconds_per_step": seconds, "train_loss": loss}
                           for name, (seconds, loss) in best.items()}
     return out
