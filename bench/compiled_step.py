@@ -55,14 +55,15 @@ class _AdamRule:
     moments first, then ``p −= lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + ε)``."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
-        group = optimizer.param_groups[0]
-        unsupported = [key for key in ("amsgrad", "maximize", "capturable", "differentiable") if group.get(key)]
-        if group.get("weight_decay") or unsupported:
-            raise ConfigError(f"compile = 'step' restates Adam without weight decay, amsgrad or maximize; "
-                              f"this one has {unsupported or ['weight_decay']}")
-        self.group = group
+        self.group = optimizer.param_groups[0]
         self.states = [optimizer.state[p] for p in params]
         self.t = int(self.states[0]["step"])  # the one read of the count; Python keeps it from here
+
+    @staticmethod
+    def unsupported(group: dict[str, Any]) -> list[str]:
+        """The settings of ``group`` that this rule does not restate."""
+        return [key for key in ("weight_decay", "amsgrad", "maximize", "capturable", "differentiable")
+                if group.get(key)]
 
     def scalars(self) -> list[torch.Tensor]:
         self.t += 1
@@ -93,6 +94,10 @@ class _BurdaAdamRule(_AdamRule):
         self.group = optimizer.param_groups[0]
         self.states = [optimizer.state[p] for p in params]
         self.t = int(self.group["step"])
+
+    @staticmethod
+    def unsupported(group: dict[str, Any]) -> list[str]:
+        return []  # BurdaAdam has no other settings
 
     def scalars(self) -> list[torch.Tensor]:
         self.group["step"] += 1  # BurdaAdam's own count, which its state_dict saves
@@ -133,6 +138,10 @@ def check_compiled_step(method: Method) -> None:
         if len(optimizer.param_groups) != 1:
             raise ConfigError(f"compile = 'step' needs one parameter group per optimizer; {name!r} has "
                               f"{len(optimizer.param_groups)}")
+        unsupported = RULES[type(optimizer)].unsupported(optimizer.param_groups[0])
+        if unsupported:
+            raise ConfigError(f"compile = 'step' restates {type(optimizer).__name__} without "
+                              f"{', '.join(unsupported)}, which optimizer {name!r} sets")
 
 
 class _TrainingStep(nn.Module):

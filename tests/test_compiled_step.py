@@ -153,6 +153,11 @@ def test_what_the_compiled_step_cannot_run_is_refused_in_one_line(mnist_small):
     with pytest.raises(ConfigError, match="one parameter group per optimizer; 'model' has 2"):
         check_compiled_step(split)
 
+    decay = _vae(mnist_small)
+    decay.optimizers = {"model": torch.optim.Adam(decay.parameters(), weight_decay=0.1, amsgrad=True)}
+    with pytest.raises(ConfigError, match="restates Adam without weight_decay, amsgrad, which optimizer 'model'"):
+        check_compiled_step(decay)
+
 
 def test_a_parameter_its_loss_never_reaches_is_refused_not_stepped_with_zeros(mnist_small):
     method = _vae(mnist_small)
