@@ -85,6 +85,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_peek(args: argparse.Namespace) -> int:
+    import torch
+
+    from .device import resolve_device
+    from .peek import default_settings, peek_cell
+    from .study import load_study
+
+    study = load_study(args.study)
+    out = Path(args.out) if args.out else Path("runs") / study.name
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: no such results folder")
+    for name in ("examples", "is_samples", "batch_size", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be a positive integer, got {value}")
+    cells = [run for run in study.cells() if not args.cell or any(part in run.cell_id for part in args.cell)]
+    if not cells:
+        raise ConfigError(f"--cell {' '.join(args.cell)}: no cell of {study.name} matches; its cells are "
+                          f"{', '.join(run.cell_id for run in study.cells())}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    examples, is_samples = default_settings(study)
+    examples = args.examples or examples
+    is_samples = args.is_samples or is_samples
+    for run in cells:
+        reading = peek_cell(run, out, examples=examples, is_samples=is_samples,
+                            batch_size=args.batch_size or study.eval.batch_size, device=device, seed=args.seed)
+        print(reading.line() if reading else f"{run.cell_id}  no checkpoint yet", flush=True)
+    return 0
+
+
 def _reporting(results_dir: str, write: Any) -> dict[str, Path]:
     """``write(folder)`` with anything a malformed or partial record raises as one line naming the folder."""
     try:
@@ -214,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://10.0.0.1:8786 (with --backend dask)")
     run.add_argument("--threads", type=int, help="torch threads per cell (default: cores / jobs)")
     run.set_defaults(func=_cmd_run)
+
+    peek = sub.add_parser("peek", help="log p(x) by importance sampling at each cell's latest checkpoint, "
+                          "mid-training included; writes nothing")
+    peek.add_argument("study", help="the study file or preset that is running")
+    peek.add_argument("--out", help="its results folder (default: runs/<study name>)")
+    peek.add_argument("--cell", nargs="+", help="only cells whose id contains one of these")
+    peek.add_argument("--examples", type=int, help="the first N test images (default: the study's own "
+                      "importance-sampling column: all of them with full_test_is_samples, else eval.examples)")
+    peek.add_argument("--is-samples", type=int, help="importance samples per image (default: the study's, as above)")
+    peek.add_argument("--batch-size", type=int, help="images per batch (default: eval.batch_size)")
+    peek.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    peek.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    peek.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    peek.set_defaults(func=_cmd_peek)
 
     table = sub.add_parser("table", help="write table.md, table.csv and table.tex from a results folder")
     table.add_argument("results_dir")
