@@ -54,7 +54,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .study import load_study
 
     study = load_study(args.study)
-    execution = Execution(jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, threads=args.threads)
+    execution = Execution(jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, threads=args.threads,
+                          eval_threads=args.eval_threads)
     out = Path(args.out) if args.out else Path("runs") / study.name
     reference = _reference_folder(args.reference) or Path("results") / study.name
     check_out(out, create=not args.dry_run)
@@ -67,7 +68,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"{run.cell_id}  {action}: {run.method} on {run.dataset}, latent {run.latent_dim}, "
                   f"seed {run.seed}, {budget} of batch {run.train.batch_size}")
         jobs, threads = execution.plan()
-        print(f"{plural(len(cells), 'cell')} → {out} ({plural(jobs, 'job')} × {plural(threads, 'thread')}, "
+        eval_threads = execution.eval_plan()
+        print(f"{plural(len(cells), 'cell')} → {out} ({plural(jobs, 'job')} × {plural(threads, 'thread')}"
+              f"{f' ({eval_threads} for evaluation)' if eval_threads != threads else ''}, "
               f"{execution.backend}); every check passed")
         return 0
     print(f"study {study.name}: {plural(len(cells), 'cell')} → {out}")
@@ -245,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="loky: processes on this machine; dask: a dask.distributed cluster")
     run.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://10.0.0.1:8786 (with --backend dask)")
     run.add_argument("--threads", type=int, help="torch threads per cell (default: cores / jobs)")
+    run.add_argument("--eval-threads", type=int, help="torch threads per cell's evaluation (default: --threads; "
+                     "at most cores / jobs)")
     run.set_defaults(func=_cmd_run)
 
     peek = sub.add_parser("peek", help="log p(x) by importance sampling at each cell's latest checkpoint, "

@@ -415,10 +415,9 @@ def _provenance_lines(records: list[dict[str, Any]]) -> list[str]:
     for r in records:
         p = r.get("provenance") or {}
         key = (p.get("commit"), p.get("dirty"), (p.get("packages") or {}).get("torch"), p.get("device"),
-               p.get("threads"))
+               p.get("threads"), p.get("eval_threads"))
         seen[key] = seen.get(key, 0) + 1
-    lines = [f"- {plural(count, 'cell')}: {_who(commit, dirty, torch_version, device, threads)}"
-             for (commit, dirty, torch_version, device, threads), count in seen.items()]
+    lines = [f"- {plural(count, 'cell')}: {_who(*key)}" for key, count in seen.items()]
     for r in records:  # a run resumed after an interruption names each process; the line above is its last
         segments = (r.get("provenance") or {}).get("training_segments") or []
         if len(segments) > 1:
@@ -431,10 +430,11 @@ def _provenance_lines(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _who(commit: str | None, dirty: bool | None, torch_version: str | None, device: str | None,
-         threads: int | None) -> str:
+         threads: int | None, eval_threads: int | None = None) -> str:
     code = "unknown code" if not commit else f"commit {commit[:12]}" + (" (with local changes)" if dirty else "")
+    evaluation = f" ({eval_threads} for evaluation)" if isinstance(eval_threads, int) and eval_threads != threads else ""
     return (f"{code}, torch {torch_version}, {device or 'unknown device'}, "
-            f"{plural(threads, 'thread') if isinstance(threads, int) else 'unknown threads'}")
+            f"{plural(threads, 'thread') if isinstance(threads, int) else 'unknown threads'}{evaluation}")
 
 
 def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[str, Path]:

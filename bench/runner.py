@@ -60,11 +60,12 @@ def _provenance(device: torch.device | None) -> dict[str, Any]:
 
 
 def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", progress: bool = True,
-             retrain: bool = False) -> dict[str, Any]:
+             retrain: bool = False, eval_threads: int | None = None) -> dict[str, Any]:
     """Train (or resume) and evaluate one cell, then write its record; a failure is recorded, not raised.
 
     ``retrain`` discards the cell's checkpoint first. Without it a finished checkpoint is
-    evaluated as it is, so a changed evaluation never trains again.
+    evaluated as it is, so a changed evaluation never trains again. ``eval_threads``: torch
+    threads for the evaluation (default: as many as training had); training's count is restored after.
     """
     results_dir = Path(results_dir)
     record: dict[str, Any] = {"cell_id": run.cell_id, "train_id": run.train_id, "eval_id": run.eval_id,
@@ -94,7 +95,14 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
         p["training_segments"] = result.segments
         record["notes"] += result.notes
         record["checkpoint_sha256"] = sha256_file(checkpoint_dir / CHECKPOINT)
-        evaluation = evaluate(method, on_device.test, run.eval, progress=progress, description=f"eval {run.cell_id}")
+        training_threads = torch.get_num_threads()
+        torch.set_num_threads(eval_threads or training_threads)
+        p["eval_threads"] = torch.get_num_threads()
+        try:
+            evaluation = evaluate(method, on_device.test, run.eval, progress=progress,
+                                  description=f"eval {run.cell_id}")
+        finally:
+            torch.set_num_threads(training_threads)
         arrays = {"indices": evaluation.indices, **evaluation.per_example}
         full = getattr(evaluation, "per_example_full", None) or {}
         if full:
@@ -141,12 +149,12 @@ def plan_cell(results_dir: Path, run: RunConfig, *, force: bool = False, reevalu
 
 
 def _run_in_worker(run: RunConfig, results_dir: Path, device: str | None, threads: int,
-                   plugins: tuple[str, ...], retrain: bool) -> dict[str, Any]:
+                   plugins: tuple[str, ...], retrain: bool, eval_threads: int | None = None) -> dict[str, Any]:
     """One cell in a joblib or dask worker: plugins imported, torch's threads capped."""
     torch.set_num_threads(threads)
     torch.set_float32_matmul_precision("high")
     import_plugins(plugins)
-    return run_cell(run, results_dir, device=device, progress=False, retrain=retrain)
+    return run_cell(run, results_dir, device=device, progress=False, retrain=retrain, eval_threads=eval_threads)
 
 
 @dataclass(frozen=True)
@@ -156,18 +164,23 @@ class Execution:
     ``jobs``: cells run at once (loky processes; 1 runs in this process). ``backend``:
     ``loky`` on this machine, or ``dask`` on the dask.distributed cluster at ``scheduler``.
     ``threads``: torch threads per cell (default: the cores divided among the jobs).
+    ``eval_threads``: torch threads for each cell's evaluation (default: ``threads``); small-batch
+    training is fastest on one thread, while evaluation's large batches use more.
     """
 
     jobs: int = 1
     backend: str = "loky"
     scheduler: str | None = None
     threads: int | None = None
+    eval_threads: int | None = None
 
     def __post_init__(self) -> None:
         require(self.jobs >= 1, f"--jobs must be at least 1, got {self.jobs}")
         require(self.backend in ("loky", "dask"), f"unknown backend {self.backend!r}; use loky or dask")
         require(self.backend != "dask" or bool(self.scheduler), "--backend dask needs --scheduler ADDRESS")
         require(self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}")
+        require(self.eval_threads is None or self.eval_threads >= 1,
+                f"--eval-threads must be at least 1, got {self.eval_threads}")
 
     def plan(self) -> tuple[int, int]:
         """(jobs, threads per job) such that jobs × threads never exceeds this machine's cores."""
@@ -176,6 +189,15 @@ class Execution:
         cores = os.cpu_count() or 1
         jobs = min(self.jobs, cores)
         return jobs, min(self.threads or cores // jobs, cores // jobs) or 1
+
+    def eval_plan(self) -> int:
+        """Torch threads per cell's evaluation, within the same cap as :meth:`plan`'s."""
+        jobs, threads = self.plan()
+        if not self.eval_threads:
+            return threads
+        if self.backend == "dask":
+            return self.eval_threads
+        return min(self.eval_threads, (os.cpu_count() or 1) // jobs) or 1
 
 
 @contextlib.contextmanager
@@ -261,6 +283,7 @@ def _run_locked(study: Study, results_dir: Path, *, device: str | None, force: b
     if actions["evaluate"]:
         echo(f"re-evaluating {plural(actions['evaluate'], 'trained cell')} with the study's evaluation settings")
     jobs, threads = execution.plan()
+    eval_threads = execution.eval_plan()
     tic = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="cell",
                disable=None if progress and todo else True, dynamic_ncols=True)
@@ -277,9 +300,10 @@ def _run_locked(study: Study, results_dir: Path, *, device: str | None, force: b
         if jobs == 1 and execution.backend == "loky":
             torch.set_num_threads(threads)
             for run, retrain in todo:
-                finish(run_cell(run, results_dir, device=device, progress=progress, retrain=retrain))
+                finish(run_cell(run, results_dir, device=device, progress=progress, retrain=retrain,
+                                eval_threads=eval_threads))
         else:
-            tasks = (delayed(_run_in_worker)(run, results_dir, device, threads, study.plugins, retrain)
+            tasks = (delayed(_run_in_worker)(run, results_dir, device, threads, study.plugins, retrain, eval_threads)
                      for run, retrain in todo)
             with _backend(execution, jobs):
                 for record in Parallel(return_as="generator_unordered")(tasks):
@@ -293,8 +317,8 @@ def _run_locked(study: Study, results_dir: Path, *, device: str | None, force: b
         bar.close()
     failed = sum(r["status"] != "ok" for r in ran)
     echo(f"study {study.name}: {len(ran) - failed} ok, {failed} failed, {actions['skip']} skipped "
-         f"in {time.perf_counter() - tic:.0f}s ({plural(jobs, 'job')} × {plural(threads, 'thread')}, "
-         f"{execution.backend})")
+         f"in {time.perf_counter() - tic:.0f}s ({plural(jobs, 'job')} × {plural(threads, 'thread')}"
+         f"{f' ({eval_threads} for evaluation)' if eval_threads != threads else ''}, {execution.backend})")
     return [records[run.cell_id] for run in cells if run.cell_id in records]
 
 

@@ -219,6 +219,15 @@ def test_train_compile_takes_true_false_or_step_only(value, tmp_path, capsys):
                     "train.compile: expected bool | 'step'")
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(option=st.sampled_from(["--threads", "--eval-threads", "--jobs"]), value=st.integers(max_value=0))
+def test_non_positive_thread_and_job_counts_are_one_line(option, value, tmp_path, capsys):
+    study = tmp_path / "s.toml"
+    study.write_text(TOY)
+    assert_one_line(*run_cli(["run", str(study), "--dry-run", option, str(value)], capsys)[::2],
+                    f"{option} must be at least 1, got {value}")
+
+
 # --- plugins ---------------------------------------------------------------------------------------
 
 PLUGINS = [

@@ -137,6 +137,26 @@ def test_loky_jobs_run_cells_in_parallel_processes(tmp_path):
     assert Execution(jobs=64).plan()[0] * Execution(jobs=64).plan()[1] <= (os.cpu_count() or 1)
 
 
+def test_evaluation_threads_apart_from_training_threads_are_recorded_and_undone(tmp_path):
+    study = load_study(write_study(tmp_path, seeds="[0]"))
+    before = torch.get_num_threads()
+    lines = []
+    (record,) = run_study(study, tmp_path / "out", progress=False, echo=lines.append,
+                          execution=Execution(jobs=1, threads=1, eval_threads=2))
+    cores = os.cpu_count() or 1
+    assert record["status"] == "ok"
+    assert record["provenance"]["threads"] == 1  # training's
+    assert record["provenance"]["eval_threads"] == min(2, cores)
+    assert torch.get_num_threads() == 1  # the next cell trains with the training threads again
+    assert ("(2 for evaluation)" in lines[-1]) == (cores >= 2)
+    from vaebench.report import write_report
+    readme = write_report(tmp_path / "out")["readme"].read_text()
+    assert ("1 thread (2 for evaluation)" in readme) == (cores >= 2)
+    torch.set_num_threads(before)
+    assert Execution(jobs=2, eval_threads=64).eval_plan() * 2 <= max(cores, 2)
+    assert Execution(threads=1).eval_plan() == 1  # default: as many as training
+
+
 def test_dask_backend_on_a_local_cluster(tmp_path):
     from dask.distributed import LocalCluster
 
