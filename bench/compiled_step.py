@@ -190,7 +190,7 @@ class CompiledStep:
         self._params = {name: p.detach() for name, p in self._module.named_parameters()}
         self._states = {group: rule.tensors() for group, rule in self._rules.items()}
         # on the CPU, inductor's C++ wrapper saves the Python that calls the kernels (0.79 against
-        # 0.88 ms per burda2016 VAE step, results/benchmarks/training_throughput_step.txt)
+        # 0.88 ms per burda2016 VAE step, timed once while another run held the other core)
         on_cpu = next(self.method.parameters()).device.type == "cpu"
         self._compiled = torch.compile(self._step, dynamic=False,
                                        options={"fallback_random": True, "cpp_wrapper": on_cpu})
