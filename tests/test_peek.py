@@ -107,9 +107,18 @@ def test_non_positive_sizes_are_one_line(finished, capsys, option, value):
     assert f"{option}: must be a positive integer, got {value}" in err
 
 
-def test_more_examples_than_test_images_and_a_missing_folder_are_one_line(finished, tmp_path, capsys):
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(examples=st.integers(min_value=5, max_value=10**12))
+def test_more_examples_than_test_images_are_one_line(finished, capsys, examples):
     study_file, out = finished
-    err = _one_line(capsys, ["peek", str(study_file), "--out", str(out), "--examples", "5"])
-    assert "examples must lie in 1 … 4 (the test images of toy4), got 5" in err
-    err = _one_line(capsys, ["peek", str(study_file), "--out", str(tmp_path / "absent")])
+    err = _one_line(capsys, ["peek", str(study_file), "--out", str(out), "--examples", str(examples)])
+    assert f"examples must lie in 1 … 4 (the test images of toy4), got {examples}" in err
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1,
+                    max_size=20).filter(lambda n: n not in (".", "..")))
+def test_a_results_folder_that_does_not_exist_is_one_line(finished, tmp_path, capsys, name):
+    study_file, _ = finished
+    err = _one_line(capsys, ["peek", str(study_file), "--out", str(tmp_path / "absent" / name)])
     assert "no such results folder" in err
