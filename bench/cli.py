@@ -37,13 +37,13 @@ def check_out(out: Path, create: bool) -> None:
             raise ConfigError(f"--out {out}: cannot be created or written ({exc.strerror or exc})") from None
 
 
-def _reference_folder(reference: str | None) -> Path | None:
-    """``--reference`` as given: a folder that exists, or a one-line error (not a silent no-comparison)."""
-    if reference is None:
+def _existing_folder(option: str, folder: str | Path | None) -> Path | None:
+    """A results folder given as ``option``: one that exists, or a one-line error (not a silent nothing)."""
+    if folder is None:
         return None
-    path = Path(reference)
+    path = Path(folder)
     if not path.is_dir():
-        raise ConfigError(f"--reference {reference}: no such results folder")
+        raise ConfigError(f"{option} {folder}: no such results folder")
     return path
 
 
@@ -57,7 +57,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     execution = Execution(jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, threads=args.threads,
                           eval_threads=args.eval_threads)
     out = Path(args.out) if args.out else Path("runs") / study.name
-    reference = _reference_folder(args.reference) or Path("results") / study.name
+    reference = _existing_folder("--reference", args.reference) or Path("results") / study.name
     check_out(out, create=not args.dry_run)
     preflight(study, args.device, source=args.study)
     cells = study.cells()
@@ -96,9 +96,7 @@ def _cmd_peek(args: argparse.Namespace) -> int:
     from .study import load_study
 
     study = load_study(args.study)
-    out = Path(args.out) if args.out else Path("runs") / study.name
-    if not out.is_dir():
-        raise ConfigError(f"--out {out}: no such results folder")
+    out = _existing_folder("--out", args.out or Path("runs") / study.name)
     for name in ("examples", "is_samples", "batch_size", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -142,7 +140,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    reference = _reference_folder(args.reference)
+    reference = _existing_folder("--reference", args.reference)
     paths = _reporting(args.results_dir, lambda folder: write_report(folder, reference_dir=reference))
     print(paths["md"].read_text(), end="")
     print(f"wrote {len(paths)} files; see {paths['readme']}")

@@ -50,18 +50,29 @@ def compiled_losses_update(method: Method) -> Callable[[torch.Tensor], Losses]:
     return update
 
 
-class _AdamRule:
-    """torch's Adam (no weight decay, amsgrad or maximize), as its fused kernel computes it:
-    moments first, then ``p −= lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + ε)``."""
+class _Rule:
+    """An optimizer's update restated in tensor operations, over its one parameter group."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
         self.group = optimizer.param_groups[0]
         self.states = [optimizer.state[p] for p in params]
-        self.t = int(self.states[0]["step"])  # the one read of the count; Python keeps it from here
 
     @staticmethod
     def unsupported(group: dict[str, Any]) -> list[str]:
         """The settings of ``group`` that this rule does not restate."""
+        return []
+
+
+class _AdamRule(_Rule):
+    """torch's Adam (no weight decay, amsgrad or maximize), as its fused kernel computes it:
+    moments first, then ``p −= lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + ε)``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+        super().__init__(optimizer, params)
+        self.t = int(self.states[0]["step"])  # the one read of the count; Python keeps it from here
+
+    @staticmethod
+    def unsupported(group: dict[str, Any]) -> list[str]:
         return [key for key in ("weight_decay", "amsgrad", "maximize", "capturable", "differentiable")
                 if group.get(key)]
 
@@ -86,24 +97,15 @@ class _AdamRule:
             p.sub_(step_size * s["exp_avg"] / (s["exp_avg_sq"].sqrt() * bias2_root + eps))
 
 
-class _BurdaAdamRule(_AdamRule):
+class _BurdaAdamRule(_Rule):
     """:class:`~vaebench.optim.BurdaAdam`: the moments take the previous step's gradient, then
     ``p −= lr · sqrt(1 − β2^t) / (1 − β1^t) · m / (sqrt(v) + ε)``, then this step's gradient is kept."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
-        self.group = optimizer.param_groups[0]
-        self.states = [optimizer.state[p] for p in params]
-        self.t = int(self.group["step"])
-
-    @staticmethod
-    def unsupported(group: dict[str, Any]) -> list[str]:
-        return []  # BurdaAdam has no other settings
-
     def scalars(self) -> list[torch.Tensor]:
         self.group["step"] += 1  # BurdaAdam's own count, which its state_dict saves
-        self.t = self.group["step"]
+        t = self.group["step"]
         beta1, beta2 = self.group["betas"]
-        return [torch.tensor(self.group["lr"] * math.sqrt(1 - beta2 ** self.t) / (1 - beta1 ** self.t))]
+        return [torch.tensor(self.group["lr"] * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t))]
 
     def tensors(self) -> list[dict[str, torch.Tensor]]:
         return [{k: s[k] for k in ("step", "exp_avg", "exp_avg_sq", "delayed_grad")} for s in self.states]
@@ -123,7 +125,7 @@ class _BurdaAdamRule(_AdamRule):
 
 
 #: the optimizers whose update :class:`CompiledStep` restates, by exact class
-RULES: dict[type, type[_AdamRule]] = {torch.optim.Adam: _AdamRule, BurdaAdam: _BurdaAdamRule}
+RULES: dict[type, type[_Rule]] = {torch.optim.Adam: _AdamRule, BurdaAdam: _BurdaAdamRule}
 
 
 def check_compiled_step(method: Method) -> None:
@@ -176,7 +178,7 @@ class CompiledStep:
     def _build(self) -> None:
         names = {id(p): name for name, p in self._module.named_parameters()}
         self._groups: dict[str, list[str]] = {}
-        self._rules: dict[str, _AdamRule] = {}
+        self._rules: dict[str, _Rule] = {}
         for group, optimizer in self.method.optimizers.items():
             params = optimizer.param_groups[0]["params"]
             missing = [names[id(p)] for p in params if p not in optimizer.state]

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import torch
 
-from vaebench.datasets import load_dataset
-
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import require
 from .metrics import importance_sampled_log_likelihood, mean_and_sem
-from .runner import CHECKPOINTS, build_method
+from .runner import CHECKPOINTS, _cached_dataset, build_method
 from .study import RunConfig, Study
 
 
@@ -72,7 +70,7 @@ def peek_cell(run: RunConfig, results_dir: Path, *, examples: int | None, is_sam
     if state is None:
         return None
     tic = time.perf_counter()
-    data = load_dataset(run.dataset, run.data)  # the test images binarised as the evaluation sees them
+    data = _cached_dataset(run.dataset, run.data)  # the runner's: test images binarised as its evaluation's
     require(examples is None or 0 < examples <= len(data.test),
             f"examples must lie in 1 … {len(data.test):,} (the test images of {run.dataset}), got {examples}")
     method = build_method(run, data).to(device)
