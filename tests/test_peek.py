@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from vaebench.checkpoint import load_checkpoint
@@ -91,9 +91,10 @@ def _one_line(capsys, argv) -> str:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cell=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
-                    max_size=20).filter(lambda c: c not in "vae-toy4-z2-s0-" and not c.startswith("-")))
+                    max_size=20).filter(lambda c: not c.startswith("-")))
 def test_a_cell_that_matches_nothing_is_one_line_naming_the_cells(finished, capsys, cell):
     study_file, out = finished
+    assume(cell not in load_study(str(study_file)).cells()[0].cell_id)  # e.g. "3" may be in its hash
     err = _one_line(capsys, ["peek", str(study_file), "--out", str(out), "--cell", cell])
     assert "no cell of peeked matches; its cells are vae-toy4-z2-s0-" in err
 
