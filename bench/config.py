@@ -33,6 +33,33 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_PHRASES = {bool: ["true", "false"], int: ["an integer"], float: ["a number"], str: ["a string"]}
+_PLURALS = {bool: "true or false", int: "integers", float: "numbers", str: "strings"}
+
+
+def _alternatives(tp: Any) -> list[str]:
+    """What a value of type ``tp`` may be, in a study file's words ('true', 'an integer', ...)."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return [repr(a) for a in get_args(tp)]
+    if origin in (Union, types.UnionType):
+        # a None default is what an omitted key gives; a study file cannot write it
+        return [alt for a in get_args(tp) if a is not type(None) for alt in _alternatives(a)]
+    if origin is tuple:
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis and args[0] in _PLURALS:
+            return [f"a list of {_PLURALS[args[0]]}"]
+        return ["a list"]
+    if dataclasses.is_dataclass(tp) or origin in (dict, Mapping) or tp is dict:
+        return ["a table"]
+    return _PHRASES.get(tp, [_type_name(tp)])
+
+
+def _expected(tp: Any) -> str:
+    alts = _alternatives(tp)
+    return alts[0] if len(alts) == 1 else f"{', '.join(alts[:-1])} or {alts[-1]}"
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """Convert ``value`` to type ``tp`` or raise :class:`ConfigError` naming ``where``."""
     origin = get_origin(tp)
@@ -53,11 +80,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, arg, where)
             except ConfigError:
                 pass
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_expected(tp)}, got {value!r}")
     if origin is tuple:
         args = get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{where}: expected {_expected(tp)}, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):

@@ -33,7 +33,7 @@ def test_from_dict_converts_and_round_trips():
     ({"n": True}, "expected an integer"),
     ({"rate": "x"}, "expected a number"),
     ({"mode": "c"}, "expected one of 'a', 'b'"),
-    ({"sizes": 3}, "expected list of int"),
+    ({"sizes": 3}, "expected a list of integers"),
     ({"sizes": [1, "x"]}, "sizes[1]: expected an integer"),
     ({"n": 0}, "n must be positive"),
 ])
