@@ -471,7 +471,10 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
         shown_dir = results_dir if not results_dir.is_absolute() else Path(results_dir.name)
         lines += [f"Produced by `{info['command']}`; `vaebench report {shown_dir}` regenerates this "
                   "report from the records alone.", ""]
-    lines += [f"{len(ok)} finished cells" + (f", {len(failed)} failed" if failed else "")
+    recorded = {r.get("cell_id") for r in current}
+    unrecorded = [c["cell_id"] for c in info.get("cells", []) if c["cell_id"] not in recorded]
+    lines += [plural(len(ok), "finished cell") + (f", {len(failed)} failed" if failed else "")
+              + (f", {len(unrecorded)} without a record yet" if unrecorded else "")
               + f". Log-likelihoods and ELBOs in nats per test image (higher is better). N is the number of "
               f"test images of each cell: every column is computed on the same images, except the BDMC gap "
               f"(images simulated from the model) and columns marked 'full test set'; {spread_note(summary)}. "
@@ -507,6 +510,9 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
                       comparison.to_markdown(index=False), ""]
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{r['cell_id']}`: {r.get('error', '')}" for r in failed] + [""]
+    if unrecorded:
+        lines += ["## Cells of the study without a record yet (not run, or not finished)", ""]
+        lines += [f"- `{cell}`" for cell in unrecorded] + [""]
     if stale:
         lines += ["## Stale records (other settings; not in the tables)", ""]
         lines += [f"- `{r['cell_id']}` (evaluation {r.get('eval_id', '?')})" for r in stale] + [""]

@@ -116,3 +116,17 @@ def test_published_values_stand_beside_ours(tmp_path):
     row = table.iloc[0]
     assert row["published"] == -86.76 and row["ours − published"] == "+0.260"
     assert row["ours"] == "-86.50 ± 0.50" and row["seeds"] == 2
+
+
+def test_cells_of_the_study_without_a_record_are_listed(tmp_path):
+    import json
+
+    idx = np.arange(3)
+    _record(tmp_path, "vae", 0, {"elbo": -90.0}, {"elbo": np.full(3, -90, np.float32)}, indices=idx)
+    cells = [{"cell_id": "vae-s0-p", "eval_id": "e", "protocol_id": "p"},
+             {"cell_id": "iwae-k5-s0-p", "eval_id": "e", "protocol_id": "p"}]
+    (tmp_path / "study.json").write_text(json.dumps({"cells": cells, "study": {"name": "s"}}))
+    readme = write_report(tmp_path)["readme"].read_text()
+    assert "1 finished cell, 1 without a record yet." in readme
+    section = readme.split("## Cells of the study without a record yet")[1].split("##")[0]
+    assert "`iwae-k5-s0-p`" in section and "vae-s0-p" not in section
