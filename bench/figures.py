@@ -62,9 +62,14 @@ def log_likelihood_plot(frame: pd.DataFrame, path: Path) -> Path | None:
     return _save(grid.figure, path)
 
 
+MAX_MARKED_EPOCHS = 50
+LOG_EPOCHS_FROM = 1000
+
+
 def training_curves(records: list[dict[str, Any]], path: Path, order: list[str] | None = None) -> Path | None:
-    """Validation ELBO per epoch for each method (mean and 95% CI over seeds); every evaluated epoch
-    is marked, so a run of one epoch is a point rather than an invisible line. Methods without a
+    """Validation ELBO per epoch for each method (mean and 95% CI over seeds). Up to
+    ``MAX_MARKED_EPOCHS`` evaluated epochs are each marked, so a run of one epoch is a point rather
+    than an invisible line; from ``LOG_EPOCHS_FROM`` epochs on, the epoch axis is logarithmic. Methods without a
     posterior density (no ``elbo`` metric) log their own estimate, which is no bound: their legend
     entry says so. ``order``: the methods' order (the study's)."""
 
@@ -82,14 +87,22 @@ def training_curves(records: list[dict[str, Any]], path: Path, order: list[str] 
     epochs = sorted(frame["epoch"].unique())
     rank = {m: i for i, m in enumerate(order or [])}
     hue_order = sorted(frame["method"].unique(), key=lambda m: (rank.get(m.split(" (")[0], len(rank)), m))
+    # thousands of markers would merge into a smear: mark epochs only where they can be told apart
+    marks = {"marker": "o", "markersize": 5} if len(epochs) <= MAX_MARKED_EPOCHS else {}
     grid = sns.relplot(data=frame, x="epoch", y="valid_elbo", hue="method", hue_order=hue_order, col="setting",
-                       kind="line",
-                       marker="o", markersize=5, errorbar=("ci", 95), seed=0, facet_kws={"sharey": False},
+                       kind="line", **marks, errorbar=("ci", 95), seed=0, facet_kws={"sharey": False},
                        err_style="band" if len(epochs) > 1 else "bars", height=3.2, aspect=1.3)
-    grid.set_axis_labels("epoch", "validation ELBO (nats)")
+    # a long run (burda2016: stages of 1, 3, 9, ... 2,187 passes) shows its early epochs on a log axis
+    logarithmic = epochs[0] >= 1 and epochs[-1] >= LOG_EPOCHS_FROM
+    grid.set_axis_labels("epoch (log scale)" if logarithmic else "epoch", "validation ELBO (nats)")
     grid.set_titles("{col_name}")
     for (setting, ax) in zip(grid.col_names or [None], grid.axes.flat):
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if logarithmic:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=6, integer=True))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         if len(epochs) == 1:  # else matplotlib spans ±5% of one epoch, with fractional ticks
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
         values = frame["valid_elbo"] if setting is None else frame.loc[frame["setting"] == setting, "valid_elbo"]

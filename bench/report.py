@@ -178,6 +178,8 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
         row["n_examples"] = "/".join(map(str, sizes))
         simulated = good["bdmc_examples"] if "bdmc_examples" in good else pd.Series(dtype=float)
         row["n_bdmc"] = "/".join(str(int(n)) for n in sorted(set(simulated.dropna())))
+        whole = good["n_full"] if "n_full" in good else pd.Series(dtype=float)
+        row["n_full"] = "/".join(str(int(n)) for n in sorted(set(whole.dropna())))
         for metric in metrics:
             has = good[f"{metric}__has"].eq(True) if f"{metric}__has" in good else pd.Series(False, good.index)
             if not has.any():  # not computed for this method: distinct from computed and NaN
@@ -225,6 +227,8 @@ def _shown(summary: pd.DataFrame, columns: tuple[tuple[str, str, str], ...], lat
     shown["N"] = summary["n_examples"]
     if "BDMC gap" in shown and summary["n_bdmc"].astype(bool).any():
         shown["N BDMC"] = summary["n_bdmc"]  # its own images, simulated from each model
+    if "log p(x) IS, full test set" in shown and summary["n_full"].astype(bool).any():
+        shown["N full"] = summary["n_full"]
     shown["seeds"] = summary["n_seeds"]
     if summary["failed"].astype(bool).any():
         shown["failed"] = summary["failed"]
@@ -319,6 +323,49 @@ def paired_differences(records: list[dict[str, Any]], results_dir: Path, referen
     return pd.DataFrame(rows)
 
 
+#: estimators of one cell compared on the test images they share: (higher, lower) by construction
+#: when both are tight; a gap says how loose the lower one is
+ESTIMATOR_PAIRS: tuple[tuple[str, str], ...] = (
+    ("log_likelihood_ais", "log_likelihood_is"),
+    ("log_likelihood_ais", "log_likelihood_is_full"),
+    ("log_likelihood_is", "elbo"),
+)
+
+
+def _per_image(arrays: dict[str, np.ndarray], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(test indices, values) of one per-example metric; full-test-set metrics have their own indices."""
+    indices = arrays.get("indices_full" if metric.endswith("_full") else "indices")
+    if metric not in arrays or indices is None:
+        return None
+    return indices, arrays[metric].astype(np.float64)
+
+
+def estimator_gaps(records: list[dict[str, Any]], results_dir: Path) -> pd.DataFrame:
+    """For each finished cell, one estimator minus another (``ESTIMATOR_PAIRS``) on the test images
+    both were computed on: the mean difference and its standard error over those images."""
+    headings = {k: h for k, h, _ in COLUMNS}
+    rows = []
+    for r in records:
+        arrays = read_values(results_dir, r) if r.get("status") == "ok" else None
+        if arrays is None:
+            continue
+        cfg = r["config"]
+        for high, low in ESTIMATOR_PAIRS:
+            a, b = _per_image(arrays, high), _per_image(arrays, low)
+            if a is None or b is None:
+                continue
+            _, i, j = np.intersect1d(a[0], b[0], return_indices=True)
+            diff = a[1][i] - b[1][j]
+            diff = diff[np.isfinite(diff)]
+            if len(diff) < 2:
+                continue
+            rows.append({"dataset": cfg["dataset"], "latent_dim": cfg["latent_dim"], "method": cfg["label"],
+                         "seed": cfg["seed"], "estimators": f"{headings[high]} − {headings[low]}",
+                         "N": len(diff), "difference": f"{diff.mean():+.3f}",
+                         "± SE over images (paired)": f"{diff.std(ddof=1) / math.sqrt(len(diff)):.3f}"})
+    return pd.DataFrame(rows)
+
+
 def paired_table(paired: pd.DataFrame) -> str:
     shown = paired[["dataset", "latent_dim", "method", "reference", "metric", "seeds", "N"]].copy()
     shown["method − reference"] = [f"{d:+.2f}" for d in paired["difference"]]
@@ -337,8 +384,9 @@ def published_comparison(summary: pd.DataFrame, published: dict[str, Any]) -> pd
         if row["method"] not in values:
             continue
         ours, se = row[f"{metric}_mean"], row[f"{metric}_se"]
+        n = row["n_full"] if metric.endswith("_full") and row.get("n_full") else row["n_examples"]
         rows.append({**{k: row[k] for k in KEYS}, "metric": metric,
-                     "ours": _format(ours, se, row[f"{metric}_state"]), "seeds": row["n_seeds"],
+                     "ours": _format(ours, se, row[f"{metric}_state"]), "N": n, "seeds": row["n_seeds"],
                      "published": values[row["method"]],
                      "ours − published": "" if pd.isna(ours) else f"{ours - values[row['method']]:+.3f}"})
     return pd.DataFrame(rows) if rows else None
@@ -384,7 +432,8 @@ def write_table(results_dir: Path, frame: pd.DataFrame | None = None) -> dict[st
         frame = ordered_frame(current, results_dir)
     summary = summary_frame(frame)
     paths = {"md": results_dir / "table.md", "csv": results_dir / "table.csv", "tex": results_dir / "table.tex"}
-    caption = f"N test images per cell, the same images for every column but BDMC gap; {spread_note(summary)}."
+    caption = (f"N test images per cell, the same images for every column but BDMC gap (N BDMC images simulated "
+               f"from the model) and the full test set (N full); {spread_note(summary)}.")
     paths["md"].write_text(markdown_table(summary) + "\n\n" + caption + "\n")
     summary.to_csv(paths["csv"], index=False)
     paths["tex"].write_text(latex_table(summary) + "\n% " + caption + "\n")
@@ -488,8 +537,11 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
     lines += [""]
     diag = diagnostics_table(summary)
     if diag:
-        lines += ["## Adversary diagnostics", "", diag, ""]
-        lines += [f"- **{h}**: {text}" for _, h, text in DIAGNOSTICS] + [""]
+        shown = [(k, h, text) for k, h, text in DIAGNOSTICS
+                 if f"{k}_state" in summary and (summary[f"{k}_state"] != "absent").any()]
+        adversarial = any(k.startswith("adversary") for k, _, _ in shown)
+        lines += [f"## {'Adversary and posterior' if adversarial else 'Posterior'} diagnostics", "", diag, ""]
+        lines += [f"- **{h}**: {text}" for _, h, text in shown] + [""]
     if not paired.empty:
         paths["paired"] = results_dir / "paired.md"
         paths["paired"].write_text(paired_table(paired) + "\n")
@@ -498,11 +550,19 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
                   "Each method minus the reference on the same test images and seeds: the mean over seeds of "
                   "the per-seed mean difference, its standard error over seeds, and the standard error from "
                   "the per-image differences (paired).", "", paired_table(paired), ""]
+    gaps = estimator_gaps(ok, results_dir)
+    if not gaps.empty:
+        lines += ["## Estimators of one model on the same images", "",
+                  "One estimator minus another, per cell, on the test images both were computed on. Both "
+                  "log p(x) estimators are stochastic lower bounds, and the ELBO a lower bound, so a positive "
+                  "difference says by at least how much the second one falls short.", "",
+                  gaps.to_markdown(index=False, disable_numparse=True), ""]
     published = study.get("published") or {}
     anchored = published_comparison(summary, published)
     if anchored is not None:
         lines += [f"## Beside the published values ({published.get('source', '')})", "",
-                  anchored.to_markdown(index=False), ""]
+                  anchored.to_markdown(index=False, disable_numparse=True), "",
+                  f"N test images; {spread_note(summary)}.", ""]
     if reference_dir is not None and Path(reference_dir).resolve() != results_dir.resolve():
         comparison = reference_comparison(summary, Path(reference_dir))
         if comparison is not None:

@@ -107,3 +107,13 @@ def test_one_diverged_epoch_falls_below_the_axis_and_is_counted(tmp_path):
     figures._clip_far_low(ax2, np.array([h["valid_elbo"] for r in records(seeds=1, epochs=10) for h in r["history"]]))
     assert not ax2.texts
     plt.close("all")
+
+
+@pytest.mark.parametrize("epochs, marked, scale", [(20, True, "linear"), (1200, False, "log")])
+def test_long_runs_have_a_log_epoch_axis_and_no_markers(tmp_path, drawn, epochs, marked, scale):
+    figures.training_curves(records(seeds=1, epochs=epochs), tmp_path / "curves.png")
+    ax = drawn[0].axes[0]
+    curves = [line for line in ax.lines if len(line.get_xdata()) == epochs]
+    assert len(curves) == len(METHODS)
+    assert all((line.get_marker() == "o") == marked for line in curves)
+    assert ax.get_xscale() == scale and ax.get_xlabel().startswith("epoch")

@@ -110,12 +110,16 @@ def test_published_values_stand_beside_ours(tmp_path):
     idx = np.arange(3)
     records = [_record(tmp_path, "vae", s, {"log_likelihood_is_full": v}, {"elbo": np.zeros(3, np.float32)},
                        indices=idx) for s, v in ((0, -87.0), (1, -86.0))]
+    for r in records:  # the full-test-set metric is over its own, larger N
+        r["metrics"]["n_full"] = 10000.0
     summary = summary_frame(records_frame(records))
     table = published_comparison(summary, {"source": "Burda et al. 2016", "metric": "log_likelihood_is_full",
                                            "values": {"vae": -86.76}})
     row = table.iloc[0]
     assert row["published"] == -86.76 and row["ours − published"] == "+0.260"
-    assert row["ours"] == "-86.50 ± 0.50" and row["seeds"] == 2
+    assert row["ours"] == "-86.50 ± 0.50" and row["seeds"] == 2 and row["N"] == "10000"
+    header = write_table(tmp_path, records_frame(records))["md"].read_text().splitlines()[0]
+    assert "N full" in [cell.strip() for cell in header.split("|")]
 
 
 def test_cells_of_the_study_without_a_record_are_listed(tmp_path):
@@ -130,3 +134,36 @@ def test_cells_of_the_study_without_a_record_are_listed(tmp_path):
     assert "1 finished cell, 1 without a record yet." in readme
     section = readme.split("## Cells of the study without a record yet")[1].split("##")[0]
     assert "`iwae-k5-s0-p`" in section and "vae-s0-p" not in section
+
+
+def test_diagnostics_explain_only_the_columns_they_show(tmp_path):
+    idx = np.arange(3)
+    _record(tmp_path, "vae", 0, {"elbo": -90.0, "posterior_sd_median": 0.9},
+            {"elbo": np.full(3, -90, np.float32)}, indices=idx)
+    readme = write_report(tmp_path)["readme"].read_text()
+    assert "## Posterior diagnostics" in readme and "posterior sd (median)" in readme
+    assert "adversary" not in readme.lower()
+    _record(tmp_path, "avb", 0, {"adversary_kl": 5.0, "posterior_sd_median": 0.5},
+            {"adversary_kl": np.full(3, 5, np.float32)}, indices=idx)
+    readme = write_report(tmp_path)["readme"].read_text()
+    assert "## Adversary and posterior diagnostics" in readme and "**adversary KL est.**" in readme
+    assert "**adversary accuracy**" not in readme
+
+
+def test_estimators_of_one_cell_are_compared_on_the_images_they_share(tmp_path):
+    from vaebench.report import estimator_gaps
+
+    rng = np.random.default_rng(0)
+    is_full = rng.normal(-90, 5, 10).astype(np.float32)
+    idx = np.array([7, 2, 5, 0])  # the compared columns' images, a subset of the full test set
+    shift = np.array([0.5, 1.0, 1.5, 2.0], np.float32)
+    ais = is_full[idx] + shift
+    record = _record(tmp_path, "vae", 0, {"log_likelihood_ais": 0.0},
+                     {"log_likelihood_ais": ais, "log_likelihood_is_full": is_full,
+                      "indices_full": np.arange(10)}, indices=idx)
+    gaps = estimator_gaps([record], tmp_path)
+    assert len(gaps) == 1
+    row = gaps.iloc[0]
+    assert row["estimators"] == "log p(x) AIS − log p(x) IS, full test set" and row["N"] == 4
+    assert row["difference"] == "+1.250"
+    assert float(row["± SE over images (paired)"]) == pytest.approx(np.std(shift, ddof=1) / 2, abs=1e-3)
