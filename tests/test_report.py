@@ -161,9 +161,16 @@ def test_estimators_of_one_cell_are_compared_on_the_images_they_share(tmp_path):
     record = _record(tmp_path, "vae", 0, {"log_likelihood_ais": 0.0},
                      {"log_likelihood_ais": ais, "log_likelihood_is_full": is_full,
                       "indices_full": np.arange(10)}, indices=idx)
+    second = _record(tmp_path, "vae", 1, {"log_likelihood_ais": 0.0},
+                     {"log_likelihood_ais": is_full[idx] + 3 * shift, "log_likelihood_is_full": is_full,
+                      "indices_full": np.arange(10)}, indices=idx)
     gaps = estimator_gaps([record], tmp_path)
     assert len(gaps) == 1
     row = gaps.iloc[0]
-    assert row["estimators"] == "log p(x) AIS − log p(x) IS, full test set" and row["N"] == 4
-    assert row["difference"] == "+1.250"
+    assert row["estimators"] == "log p(x) AIS − log p(x) IS, full test set" and row["N"] == 4 and row["seeds"] == 1
+    assert row["difference"] == "+1.250" and row["± SE over seeds"] == ""
     assert float(row["± SE over images (paired)"]) == pytest.approx(np.std(shift, ddof=1) / 2, abs=1e-3)
+    row = estimator_gaps([record, second], tmp_path).iloc[0]  # seeds: mean differences 1.25 and 3.75
+    assert row["seeds"] == 2 and row["difference"] == "+2.500" and row["± SE over seeds"] == "1.250"
+    se_images = np.array([1, 3]) * np.std(shift, ddof=1) / 2
+    assert float(row["± SE over images (paired)"]) == pytest.approx(math.sqrt((se_images ** 2).sum()) / 2, abs=1e-3)
