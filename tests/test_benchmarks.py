@@ -91,3 +91,16 @@ def test_cuda_without_a_gpu_from_the_command_line() -> None:
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
         "vaebench.benchmarks.matmul: error: device 'cuda' was asked for, but torch sees no CUDA device here"]
+
+
+def test_plain_loop_takes_every_step_asked_for_when_they_need_more_than_one_pass() -> None:
+    from vaebench.methods import create_method
+
+    torch.manual_seed(0)
+    model = create_method("vae", {}, data_shape=(784,), latent_dim=2, architecture=None)
+    calls = []
+    log_prob = model.decoder.log_prob
+    model.decoder.log_prob = lambda x, z: calls.append(len(x)) or log_prob(x, z)
+    train_x = torch.rand(50, 784)
+    seconds, loss = training_throughput.plain_loop(model, train_x, 1, 20, steps=7)  # 140 images of 50
+    assert calls == [20] * 7 and seconds > 0 and math.isfinite(loss)

@@ -55,7 +55,9 @@ def plain_loop(model, train_x: torch.Tensor, epochs: int, batch_size: int,
     tic = time.perf_counter()
     for _ in range(epochs):
         total = torch.zeros((), device=device)
-        perm = torch.randperm(len(train_x), device=device)[:n]
+        # ``steps`` may take more images than ``train_x`` has: as many passes as they need
+        passes = -(-n // len(train_x))
+        perm = torch.cat([torch.randperm(len(train_x), device=device) for _ in range(passes)])[:n]
         for idx in perm.split(batch_size):
             x = torch.bernoulli(train_x[idx])
             q = model.encoder(x)
