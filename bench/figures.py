@@ -69,9 +69,9 @@ LOG_EPOCHS_FROM = 1000
 def training_curves(records: list[dict[str, Any]], path: Path, order: list[str] | None = None) -> Path | None:
     """Validation ELBO per epoch for each method (mean and 95% CI over seeds). Up to
     ``MAX_MARKED_EPOCHS`` evaluated epochs are each marked, so a run of one epoch is a point rather
-    than an invisible line; from ``LOG_EPOCHS_FROM`` epochs on, the epoch axis is logarithmic. Methods without a
-    posterior density (no ``elbo`` metric) log their own estimate, which is no bound: their legend
-    entry says so. ``order``: the methods' order (the study's)."""
+    than an invisible line; from ``LOG_EPOCHS_FROM`` epochs on, the epoch axis is logarithmic.
+    Methods without a posterior density (no ``elbo`` metric) log their own estimate, which is no
+    bound: their legend entry says so. ``order``: the methods' order (the study's)."""
 
     def label(r: dict[str, Any]) -> str:
         return r["config"]["label"] + ("" if "elbo" in r.get("metrics", {}) else " (own estimate, not a bound)")

@@ -442,8 +442,11 @@ def write_table(results_dir: Path, frame: pd.DataFrame | None = None) -> dict[st
         frame = ordered_frame(current, results_dir)
     summary = summary_frame(frame)
     paths = {"md": results_dir / "table.md", "csv": results_dir / "table.csv", "tex": results_dir / "table.tex"}
-    caption = (f"N test images per cell, the same images for every column but BDMC gap (N BDMC images simulated "
-               f"from the model) and the full test set (N full); {spread_note(summary)}.")
+    apart = ["BDMC gap (N BDMC images simulated from the model)"]
+    if summary["n_full"].astype(bool).any():
+        apart.append("the full test set (N full)")
+    caption = (f"N test images per cell, the same images for every column but {' and '.join(apart)}; "
+               f"{spread_note(summary)}.")
     paths["md"].write_text(markdown_table(summary) + "\n\n" + caption + "\n")
     summary.to_csv(paths["csv"], index=False)
     paths["tex"].write_text(latex_table(summary) + "\n% " + caption + "\n")
@@ -563,10 +566,10 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
     gaps = estimator_gaps(ok, results_dir, order=methods)
     if not gaps.empty:
         lines += ["## Estimators of one model on the same images", "",
-                  "One estimator minus another on the test images both were computed on (paired), averaged over "
-                  "seeds. The "
-                  "sampling estimators of log p(x) are stochastic lower bounds and the ELBO a lower bound, so "
-                  "a positive difference says by at least how much the second one falls short of log p(x).", "",
+                  "One estimator minus another on the test images both were computed on (paired), averaged "
+                  "over seeds. The sampling estimators of log p(x) are stochastic lower bounds and the ELBO a "
+                  "lower bound, so a positive difference says by at least how much the second one falls short "
+                  "of log p(x).", "",
                   gaps.to_markdown(index=False, disable_numparse=True), ""]
     published = study.get("published") or {}
     anchored = published_comparison(summary, published)
