@@ -265,6 +265,22 @@ def diagnostics_table(summary: pd.DataFrame) -> str | None:
 
 
 # --- paired comparisons -------------------------------------------------------------------
+def _paired(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """a − b on the test images both have, each given as (test indices, values); finite values only."""
+    _, i, j = np.intersect1d(a[0], b[0], return_indices=True)
+    diff = a[1][i].astype(np.float64) - b[1][j].astype(np.float64)
+    return diff[np.isfinite(diff)]
+
+
+def _over_seeds(diffs: list[np.ndarray]) -> tuple[float, float, float]:
+    """Per-seed paired differences → (mean of the per-seed means, its SE over seeds (NaN with one
+    seed), the SE from the per-image differences)."""
+    means = np.array([d.mean() for d in diffs])
+    se_images = np.array([d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan for d in diffs])
+    se_seeds = float(means.std(ddof=1) / math.sqrt(len(means))) if len(means) > 1 else math.nan
+    return float(means.mean()), se_seeds, float(np.sqrt(np.nansum(np.square(se_images))) / len(se_images))
+
+
 def paired_differences(records: list[dict[str, Any]], results_dir: Path, reference: str | None = None,
                        order: list[str] | None = None) -> pd.DataFrame:
     """Each method minus the reference method, per data set, latent size and metric, paired by
@@ -295,30 +311,23 @@ def paired_differences(records: list[dict[str, Any]], results_dir: Path, referen
             if method == ref:
                 continue
             for metric in PAIRED:
-                per_seed, per_seed_se, sizes = [], [], []
+                diffs = []
                 for (d, z, m, seed), arrays in values.items():
                     if (d, z, m) != (dataset, latent, method) or metric not in arrays:
                         continue
                     base = values.get((dataset, latent, ref, seed))
                     if base is None or metric not in base:
                         continue
-                    _, i, j = np.intersect1d(arrays["indices"], base["indices"], return_indices=True)
-                    diff = arrays[metric][i].astype(np.float64) - base[metric][j].astype(np.float64)
-                    diff = diff[np.isfinite(diff)]
-                    if len(diff) == 0:
-                        continue
-                    per_seed.append(diff.mean())
-                    per_seed_se.append(diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan)
-                    sizes.append(len(diff))
-                if not per_seed:
+                    diff = _paired((arrays["indices"], arrays[metric]), (base["indices"], base[metric]))
+                    if len(diff):
+                        diffs.append(diff)
+                if not diffs:
                     continue
-                diffs = np.asarray(per_seed)
+                difference, se_seeds, se_images = _over_seeds(diffs)
                 rows.append({
                     "dataset": dataset, "latent_dim": latent, "method": method, "reference": ref,
-                    "metric": metric, "seeds": len(diffs), "N": min(sizes),
-                    "difference": float(diffs.mean()),
-                    "se_over_seeds": float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else math.nan,
-                    "se_over_images": float(np.sqrt(np.nansum(np.square(per_seed_se))) / len(per_seed_se)),
+                    "metric": metric, "seeds": len(diffs), "N": min(len(d) for d in diffs),
+                    "difference": difference, "se_over_seeds": se_seeds, "se_over_images": se_images,
                 })
     return pd.DataFrame(rows)
 
@@ -339,7 +348,7 @@ def _per_image(arrays: dict[str, np.ndarray], metric: str) -> tuple[np.ndarray, 
     indices = arrays.get("indices_full" if metric.endswith("_full") else "indices")
     if metric not in arrays or indices is None:
         return None
-    return indices, arrays[metric].astype(np.float64)
+    return indices, arrays[metric]
 
 
 def estimator_gaps(records: list[dict[str, Any]], results_dir: Path, order: list[str] | None = None) -> pd.DataFrame:
@@ -357,9 +366,7 @@ def estimator_gaps(records: list[dict[str, Any]], results_dir: Path, order: list
             a, b = _per_image(arrays, high), _per_image(arrays, low)
             if a is None or b is None:
                 continue
-            _, i, j = np.intersect1d(a[0], b[0], return_indices=True)
-            diff = a[1][i] - b[1][j]
-            diff = diff[np.isfinite(diff)]
+            diff = _paired(a, b)
             if len(diff) >= 2:
                 key = (cfg["dataset"], cfg["latent_dim"], cfg["label"], f"{headings[high]} − {headings[low]}")
                 per_seed.setdefault(key, []).append(diff)
@@ -367,12 +374,11 @@ def estimator_gaps(records: list[dict[str, Any]], results_dir: Path, order: list
     rows = []
     for (dataset, latent, method, estimators), diffs in sorted(
             per_seed.items(), key=lambda kv: (kv[0][0], kv[0][1], rank.get(kv[0][2], len(rank)), kv[0][2])):
-        means = np.array([d.mean() for d in diffs])
-        se_images = np.array([d.std(ddof=1) / math.sqrt(len(d)) for d in diffs])
+        difference, se_seeds, se_images = _over_seeds(diffs)
         rows.append({"dataset": dataset, "latent_dim": latent, "method": method, "estimators": estimators,
-                     "seeds": len(diffs), "N": min(len(d) for d in diffs), "difference": f"{means.mean():+.3f}",
-                     "± SE over seeds": f"{means.std(ddof=1) / math.sqrt(len(means)):.3f}" if len(means) > 1 else "",
-                     "± SE over images (paired)": f"{math.sqrt(np.square(se_images).sum()) / len(se_images):.3f}"})
+                     "seeds": len(diffs), "N": min(len(d) for d in diffs), "difference": f"{difference:+.3f}",
+                     "± SE over seeds": "" if math.isnan(se_seeds) else f"{se_seeds:.3f}",
+                     "± SE over images (paired)": f"{se_images:.3f}"})
     return pd.DataFrame(rows)
 
 
