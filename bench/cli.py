@@ -195,11 +195,20 @@ def _describe_method(name: str) -> None:
 def _cmd_methods(args: argparse.Namespace) -> int:
     from vaebench.methods import METHODS
 
+    from .study import import_plugins, load_study_plugins
+
+    if args.study:
+        load_study_plugins(args.study)
+    # modules of the current folder import as they would for `python -m`, without PYTHONPATH
+    import_plugins(tuple(name.strip() for item in args.plugins for name in item.split(",")), Path.cwd(),
+                   where="--plugins")
     if args.name:
         _describe_method(args.name)
         return 0
     for name in METHODS.names():
-        print(f"{name:<10} {_first_line(METHODS.get(name))}")
+        cls = METHODS.get(name)
+        origin = "" if cls.__module__.startswith("vaebench.") else f"  (plugin {cls.__module__})"
+        print(f"{name:<10} {_first_line(cls)}{origin}")
     print("\n`vaebench methods NAME` shows a method's options and their defaults")
     return 0
 
@@ -275,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     methods = sub.add_parser("methods", help="list the registered methods, or one method's options")
     methods.add_argument("name", nargs="?", help="a method: show its options, their types and defaults")
+    methods.add_argument("--plugins", action="append", default=[], metavar="MODULE[,MODULE]",
+                         help="import these modules first and list their methods too (looked for in the "
+                         "current folder first; may be repeated)")
+    methods.add_argument("--study", help="a study file or preset: import its plugins first")
     methods.set_defaults(func=_cmd_methods)
     sub.add_parser("datasets", help="list the registered data sets").set_defaults(func=_cmd_datasets)
     return parser

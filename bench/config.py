@@ -16,6 +16,11 @@ from .errors import ConfigError
 
 T = TypeVar("T")
 
+#: field metadata of a derived field, a typed view of other fields (a method's resolved config):
+#: :func:`to_dict` leaves it out and :func:`from_dict` does not accept it, so records, hashes and
+#: study files never repeat it
+DERIVED = {"derived": True}
+
 
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
@@ -129,7 +134,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "config
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table of settings, got {data!r}")
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("derived")}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
@@ -147,7 +152,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "config
 def to_dict(obj: Any) -> Any:
     """A JSON-ready view of a (nested) config dataclass: tuples become lists."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.metadata.get("derived")}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -161,4 +167,4 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-__all__ = ["from_dict", "to_dict", "require"]
+__all__ = ["DERIVED", "from_dict", "to_dict", "require"]

@@ -22,7 +22,7 @@ from .compiled_step import check_compiled_step
 from .device import resolve_device
 from .errors import ConfigError, VaebenchError
 from .evaluation import EvalConfig, evaluate
-from .study import MAX_INT, Study, import_plugins
+from .study import MAX_INT, Study
 
 #: the most parameters a model may have: 4 GB of float32 weights
 MAX_PARAMETERS = 10**9
@@ -92,11 +92,12 @@ def _trial_eval(config: EvalConfig, has_density: bool) -> EvalConfig:
 
 
 def _build(study: Study, index: int, shape: DataShape, latent_dim: int) -> Method:
+    """Method ``index`` of the study from the config the study resolved, its size checked first."""
     spec = study.methods[index]
     kwargs = dict(data_shape=shape.image_shape, latent_dim=latent_dim, architecture=study.architecture)
     try:  # count the parameters on the meta device first, where no memory is allocated
         with torch.device("meta"):
-            size = sum(p.numel() for p in create_method(spec.name, spec.params, **kwargs).parameters())
+            size = sum(p.numel() for p in create_method(spec.name, spec.config, **kwargs).parameters())
     except ConfigError:
         raise
     except Exception:  # noqa: BLE001 - some operators have no meta kernel; the real build below decides
@@ -104,7 +105,7 @@ def _build(study: Study, index: int, shape: DataShape, latent_dim: int) -> Metho
     if size > MAX_PARAMETERS:
         raise ConfigError(f"{size:,} parameters, beyond the limit of {MAX_PARAMETERS:,}; check "
                           "architecture.hidden and study.latent_dims")
-    return create_method(spec.name, spec.params, **kwargs)
+    return create_method(spec.name, spec.config, **kwargs)
 
 
 def check_models(study: Study, shapes: dict[str, DataShape]) -> None:
@@ -138,8 +139,7 @@ def check_models(study: Study, shapes: dict[str, DataShape]) -> None:
 def preflight(study: Study, device: str | None = "auto", source: str | None = None) -> None:
     """Every check of ``study`` that can run before training; raises :class:`ConfigError` (one line),
     prefixed with ``source`` (the study file) where the study is at fault."""
-    resolve_device(device)  # e.g. CUDA asked for but absent
-    import_plugins(study.plugins)
+    resolve_device(device)  # e.g. CUDA asked for but absent; the plugins were imported with the study
     try:
         check_models(study, check_data(study))
     except ConfigError as exc:

@@ -50,7 +50,9 @@ def _cached_dataset(name: str, config: DataConfig) -> DataSplits:
 
 
 def build_method(run: RunConfig, data: DataSplits) -> Method:
-    return create_method(run.method, run.method_config, data_shape=data.image_shape,
+    """The cell's model, from the config its study resolved (or, read back from a record, from its dict)."""
+    config = run.resolved_config if run.resolved_config is not None else run.method_config
+    return create_method(run.method, config, data_shape=data.image_shape,
                          latent_dim=run.latent_dim, architecture=run.architecture)
 
 
@@ -150,7 +152,7 @@ def plan_cell(results_dir: Path, run: RunConfig, *, force: bool = False, reevalu
 
 def _run_in_worker(run: RunConfig, results_dir: Path, device: str | None, threads: int,
                    plugins: tuple[str, ...], retrain: bool, eval_threads: int | None = None) -> dict[str, Any]:
-    """One cell in a joblib or dask worker: plugins imported, torch's threads capped."""
+    """One cell in a joblib or dask worker: plugins imported (once per worker), torch's threads capped."""
     torch.set_num_threads(threads)
     torch.set_float32_matmul_precision("high")
     import_plugins(plugins)
@@ -261,7 +263,7 @@ def run_study(study: Study, results_dir: Path, *, device: str | None = "auto", f
 
 def _run_locked(study: Study, results_dir: Path, *, device: str | None, force: bool, reevaluate: bool,
                 progress: bool, execution: Execution, echo: Callable[[str], None]) -> list[dict[str, Any]]:
-    import_plugins(study.plugins)
+    # the study's plugins were imported when it was parsed; workers import them in _run_in_worker
     torch.set_float32_matmul_precision("high")
     resolve_device(device)  # CUDA asked for but absent stops the study before any cell runs
     for dataset in study.datasets:  # so does a missing data set

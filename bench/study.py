@@ -17,13 +17,14 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from vaebench.datasets import DATASETS, DataConfig
-from vaebench.methods import METHODS, method_config
+from vaebench.methods import METHODS, MethodConfig, method_config
 
 from .backbones import Architecture
-from .config import from_dict, require, to_dict
+from .config import DERIVED, from_dict, require, to_dict
 from .errors import ConfigError
 from .evaluation import EvalConfig
 from .training import TrainConfig
@@ -31,11 +32,20 @@ from .training import TrainConfig
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method entry of a study: registered ``name``, a ``label`` for tables, hyperparameters."""
+    """One method entry of a study: registered ``name``, a ``label`` for tables, hyperparameters.
+
+    ``config``: the method's typed config, resolved from ``params`` once, here (an unknown or
+    ill-typed hyperparameter fails here); every cell of the study and the preflight's models use it.
+    """
 
     name: str
     label: str
     params: dict[str, Any] = field(default_factory=dict)
+    config: MethodConfig | None = field(default=None, compare=False, repr=False, metadata=DERIVED)
+
+    def __post_init__(self) -> None:
+        if self.config is None:
+            object.__setattr__(self, "config", method_config(self.name, self.params))
 
 
 def _digest(value: Any) -> str:
@@ -56,6 +66,8 @@ class RunConfig:
     data: DataConfig
     train: TrainConfig
     eval: EvalConfig
+    #: ``method_config`` as the study resolved it (None in a config read back from a record)
+    resolved_config: MethodConfig | None = field(default=None, compare=False, repr=False, metadata=DERIVED)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -141,10 +153,9 @@ class Study:
     def cells(self) -> list[RunConfig]:
         """The study's matrix, in a stable order: dataset, latent size, method, seed."""
         return [
-            RunConfig(method=spec.name, label=spec.label,
-                      method_config=to_dict(method_config(spec.name, spec.params)),
-                      dataset=dataset, latent_dim=latent_dim, seed=seed, architecture=self.architecture,
-                      data=self.data, train=self.train, eval=self.eval)
+            RunConfig(method=spec.name, label=spec.label, method_config=to_dict(spec.config),
+                      resolved_config=spec.config, dataset=dataset, latent_dim=latent_dim, seed=seed,
+                      architecture=self.architecture, data=self.data, train=self.train, eval=self.eval)
             for dataset, latent_dim, spec, seed in itertools.product(
                 self.datasets, self.latent_dims, self.methods, self.seeds)
         ]
@@ -169,26 +180,31 @@ def _method_spec(entry: Any, index: int) -> MethodSpec:
         raise ConfigError(f"{where}.label: expected letters, digits, '-' or '_', got {label!r}")
     require(len(label) <= MAX_NAME, f"{where}.label: at most {MAX_NAME} characters (it names files), "
                                     f"got {len(label)}")
-    method_config(name, params)  # unknown or ill-typed hyperparameters fail before anything runs
-    return MethodSpec(name=name, label=label, params=params)
+    return MethodSpec(name=name, label=label, params=params)  # resolves the config, once
 
 
-def import_plugins(modules: tuple[str, ...], folder: Path | None = None) -> None:
+#: the plugin modules this process has imported, by name: each is imported once per process
+_PLUGINS: dict[str, ModuleType] = {}
+
+
+def import_plugins(modules: tuple[str, ...], folder: Path | None = None, where: str = "study.plugins") -> None:
     """Import the study's plugin modules, which register methods or data sets of the user's own.
 
-    ``folder`` (the study file's own folder) comes first on ``sys.path`` while they are
-    imported, so that a plugin beside the study imports without PYTHONPATH, as a script's
-    folder does for Python. It then moves to the end of ``sys.path``: loky workers start
-    with their parent's ``sys.path`` and import the plugins again, while later imports of
-    other modules are not shadowed by files that happen to sit beside the study.
-    Anything a plugin raises on import, ``sys.exit`` included, is one :class:`ConfigError`.
+    Each module is imported once per process: a later call for it does nothing. ``folder``
+    (the study file's own folder) comes first on ``sys.path`` while they are imported, so
+    that a plugin beside the study imports without PYTHONPATH, as a script's folder does for
+    Python. It then moves to the end of ``sys.path``: loky workers start with their parent's
+    ``sys.path`` and import the plugins again, while later imports of other modules are not
+    shadowed by files that happen to sit beside the study. Anything a plugin raises on
+    import, ``sys.exit`` included, is one :class:`ConfigError`, prefixed with ``where``.
     """
-    entry = str(Path(folder).resolve()) if folder is not None and modules else None
+    todo = [name for name in modules if name not in _PLUGINS or sys.modules.get(name) is not _PLUGINS[name]]
+    entry = str(Path(folder).resolve()) if folder is not None and todo else None
     if entry is not None:
         sys.path.insert(0, entry)
     try:
-        for name in modules:
-            _import_plugin(name)
+        for name in todo:
+            _PLUGINS[name] = _import_plugin(name, where)
     finally:
         if entry is not None:
             sys.path.remove(entry)
@@ -196,18 +212,20 @@ def import_plugins(modules: tuple[str, ...], folder: Path | None = None) -> None
                 sys.path.append(entry)
 
 
-def _import_plugin(name: str) -> None:
+def _import_plugin(name: str, where: str) -> ModuleType:
+    if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+        raise ConfigError(f"{where}: {name!r} is not a module name")
     try:
-        importlib.import_module(name)
+        return importlib.import_module(name)
     except ConfigError as exc:
-        raise ConfigError(f"study.plugins: plugin {name!r}: {exc}") from None
+        raise ConfigError(f"{where}: plugin {name!r}: {exc}") from None
     except ImportError as exc:
-        raise ConfigError(f"study.plugins: cannot import {name!r} ({exc})") from None
+        raise ConfigError(f"{where}: cannot import {name!r} ({exc})") from None
     except SystemExit as exc:
         code = "" if exc.code is None else repr(exc.code)
-        raise ConfigError(f"study.plugins: plugin {name!r} called sys.exit({code}) on import") from None
+        raise ConfigError(f"{where}: plugin {name!r} called sys.exit({code}) on import") from None
     except Exception as exc:  # noqa: BLE001 - a plugin's own bug, reported as one line naming it
-        raise ConfigError(f"study.plugins: plugin {name!r} failed on import: "
+        raise ConfigError(f"{where}: plugin {name!r} failed on import: "
                           f"{type(exc).__name__}: {exc}") from None
 
 
@@ -242,19 +260,24 @@ def _unique(values: list[Any], where: str) -> None:
         seen.add(value)
 
 
-def parse_study(data: dict[str, Any], default_name: str = "study", folder: Path | None = None) -> Study:
-    """Validate a study's raw TOML table; every problem is one :class:`ConfigError` line.
-
-    ``folder``: where the study file lives; its plugin modules may sit there.
-    Checks that need the data (subset and batch sizes) are in :mod:`vaebench.preflight`.
-    """
+def _import_study_plugins(data: Any, folder: Path | None) -> None:
+    """Import the plugins that a study's raw table names (``folder``: the study file's)."""
     if not isinstance(data, dict):
         raise ConfigError("a study must be a table of settings")
     plugins = data.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
         raise ConfigError(f"study.plugins: expected a list of module names, got {plugins!r}")
     _unique(plugins, "study.plugins")
-    import_plugins(tuple(plugins), folder)  # plugins register names that the rest of the study may use
+    import_plugins(tuple(plugins), folder)
+
+
+def parse_study(data: dict[str, Any], default_name: str = "study", folder: Path | None = None) -> Study:
+    """Validate a study's raw TOML table; every problem is one :class:`ConfigError` line.
+
+    ``folder``: where the study file lives; its plugin modules may sit there.
+    Checks that need the data (subset and batch sizes) are in :mod:`vaebench.preflight`.
+    """
+    _import_study_plugins(data, folder)  # plugins register names that the rest of the study may use
     unknown = sorted(set(data) - _STUDY_KEYS)
     if unknown:
         raise ConfigError(f"study: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(_STUDY_KEYS))}")
@@ -271,7 +294,7 @@ def parse_study(data: dict[str, Any], default_name: str = "study", folder: Path 
     require(len(set(labels)) == len(labels), f"study.methods: labels must be unique, got {labels}")
     resolved: dict[str, int] = {}
     for i, spec in enumerate(specs):  # same method and same settings: the same cells, run twice
-        key = json.dumps([spec.name, to_dict(method_config(spec.name, spec.params))], sort_keys=True)
+        key = json.dumps([spec.name, to_dict(spec.config)], sort_keys=True)
         require(key not in resolved, f"study.methods[{i}]: {spec.label!r} is methods[{resolved.get(key)}] again "
                                      f"({spec.name} with the same settings)")
         resolved[key] = i
@@ -327,8 +350,8 @@ def _read_text(path: Path) -> str:
                           ) from None
 
 
-def load_study(source: str | Path) -> Study:
-    """A study from a TOML file path or a preset name (``quick``, ``toy``, …)."""
+def _study_table(source: str | Path) -> tuple[dict[str, Any], str, Path | None]:
+    """(the raw TOML table, the default study name, the file's folder or None for a preset)."""
     path = Path(source)
     folder = None
     if path.suffix == ".toml" or path.exists():
@@ -344,7 +367,24 @@ def load_study(source: str | Path) -> Study:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{source}: not valid TOML (nested too deeply)") from None
+    return data, default, folder
+
+
+def load_study(source: str | Path) -> Study:
+    """A study from a TOML file path or a preset name (``quick``, ``toy``, …)."""
+    data, default, folder = _study_table(source)
     try:
         return parse_study(data, default_name=default, folder=folder)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_study_plugins(source: str | Path) -> tuple[str, ...]:
+    """Import only the plugins of a study file or preset (what ``vaebench methods --study`` lists);
+    the rest of the study is not checked. Returns their names."""
+    data, _, folder = _study_table(source)
+    try:
+        _import_study_plugins(data, folder)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return tuple(data.get("plugins", ()))

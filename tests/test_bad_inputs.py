@@ -4,6 +4,7 @@ need the data or a model run in --dry-run, before any training."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vaebench.cli import field_descriptions, main, plain
+from vaebench.methods import METHODS
 from vaebench.methods.avb import AVBConfig
 
 from test_study_validation import VALID, to_toml, toml_value
@@ -263,9 +265,13 @@ def test_a_missing_data_set_is_refused_in_the_dry_run(tmp_path, capsys):
     assert_one_line(*run_cli(["run", str(study), "--dry-run"], capsys)[::2], "absent: put its files in /nowhere")
 
 
+def readme_plugin() -> str:
+    """The plugin module of the README's "Adding a method" section (it registers ``my-vae``)."""
+    return re.search(r"## Adding a method.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
+
+
 def test_the_readme_plugin_example_runs_from_beside_its_study_without_pythonpath(tmp_path):
-    code = re.search(r"## Adding a method.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
-    (tmp_path / "my_methods.py").write_text(code)
+    (tmp_path / "my_methods.py").write_text(readme_plugin())
     study = tmp_path / "my-study.toml"
     study.write_text('plugins = ["my_methods"]\n' + TOY.replace('["vae"]', '["my-vae"]'))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -318,6 +324,51 @@ def test_methods_lists_and_shows_one_methods_options(capsys):
     assert "noise_dim (int, default 32)" in out and "dimension of the encoder's noise ε" in out
     assert "adversary_hidden (list of int, default [1024, 1024, 1024])" in out
     assert_one_line(*run_cli(["methods", "nope"], capsys)[::2], "unknown method 'nope'")
+
+
+def _not_importable(name: str) -> bool:
+    """No part of ``name`` (``a,b``: two) names a module that this process has or could import."""
+    for part in name.split(","):
+        top = part.strip().split(".")[0]
+        if top.isidentifier() and (top in sys.modules or importlib.util.find_spec(top) is not None):
+            return False
+    return True
+
+
+_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=_names.filter(lambda n: n not in METHODS))
+def test_methods_with_an_unknown_name_is_one_line(name, capsys):
+    assert_one_line(*run_cli(["methods", "--", name], capsys)[::2], f"unknown method {name!r}")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=_names.filter(_not_importable))
+def test_methods_with_a_plugin_that_does_not_import_is_one_line(name, tmp_path, capsys):
+    assert_one_line(*run_cli(["methods", f"--plugins={name}"], capsys)[::2], "--plugins: ")
+    study = tmp_path / "s.toml"
+    study.write_text(f"plugins = [{toml_value(name)}]\n" + TOY, encoding="utf-8")
+    assert_one_line(*run_cli(["methods", "--study", str(study)], capsys)[::2], "s.toml: study.plugins")
+
+
+def test_methods_lists_a_plugins_methods_and_their_options(tmp_path):
+    (tmp_path / "my_methods.py").write_text(readme_plugin())
+    (tmp_path / "my-study.toml").write_text('plugins = ["my_methods"]\n' + TOY.replace('["vae"]', '["my-vae"]'))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def methods(*argv: str, cwd: Path) -> str:  # -P: only vaebench puts the current folder on sys.path
+        out = subprocess.run([sys.executable, "-P", "-m", "vaebench", "methods", *argv], capture_output=True,
+                             text=True, cwd=cwd, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    listed = methods("--plugins", "my_methods", cwd=tmp_path)
+    assert "my-vae     One line that vaebench methods shows.  (plugin my_methods)" in listed
+    assert "vae        " in listed and "(plugin" not in listed.replace("(plugin my_methods)", "")
+    options = methods("my-vae", "--study", str(tmp_path / "my-study.toml"), cwd=Path("/"))
+    assert options.startswith("my-vae: One line") and "beta (float, default 1.0)" in options
 
 
 def test_field_descriptions_cover_every_avb_field_and_inherited_ones():

@@ -264,3 +264,63 @@ def test_a_corrupt_checkpoint_is_set_aside_not_blocking(tmp_path):
     assert record["status"] == "ok" and "set aside" in record["notes"][0]
     assert (checkpoint.parent / "checkpoint.pt.corrupt").exists()
     assert not list(out.glob("**/.*.tmp"))
+
+
+# --- each thing once per process ------------------------------------------
+
+COUNTING_PLUGIN = '''
+from dataclasses import dataclass
+
+from vaebench.methods import METHODS, register
+
+VAE = METHODS.get("vae")
+RESOLVED = []  # every config of this method built from its settings
+
+
+@dataclass(frozen=True)
+class CountedConfig(VAE.config_class):
+    def __post_init__(self):
+        super().__post_init__()
+        RESOLVED.append(self)
+
+
+@register("{name}")
+class CountedVAE(VAE):
+    """The VAE, counting how often its config is resolved."""
+
+    config_class = CountedConfig
+'''
+
+
+def test_a_dry_run_resolves_each_method_config_once_and_imports_each_plugin_once(tmp_path, monkeypatch, capsys):
+    import importlib
+    import uuid
+
+    from vaebench.runner import _cached_dataset, build_method
+
+    module = f"counting_{uuid.uuid4().hex[:12]}"  # new to this process: its method name too
+    name = module.replace("_", "-")
+    (tmp_path / f"{module}.py").write_text(COUNTING_PLUGIN.format(name=name))
+    study = tmp_path / "s.toml"
+    study.write_text(f'plugins = ["{module}"]\nmethods = ["{name}", {{name = "{name}", label = "b", lr = 2e-3}}]\n'
+                     'datasets = ["toy4"]\nlatent_dims = [2, 3]\nseeds = [0, 1]\n'
+                     "[train]\nepochs = 1\nbatch_size = 10\n[eval]\nis_samples = 5\n")
+    imports = []
+    real_import = importlib.import_module
+
+    def spy(module_name, package=None):
+        if module_name == module:
+            imports.append(module_name)
+        return real_import(module_name, package)
+
+    monkeypatch.setattr(importlib, "import_module", spy)
+    assert main(["run", str(study), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    assert "8 cells" in capsys.readouterr().out
+    resolved = sys.modules[module].RESOLVED
+    # two method entries: two resolutions, not one per check, model built (2 latent sizes, meta and real) or cell
+    assert imports == [module] and len(resolved) == 2
+    # a study parsed again resolves again, but its cells' models are built from what it resolved
+    run = load_study(study).cells()[0]
+    assert imports == [module] and len(resolved) == 4
+    build_method(run, _cached_dataset(run.dataset, run.data))
+    assert len(resolved) == 4
