@@ -50,7 +50,7 @@ def _existing_folder(option: str, folder: str | Path | None) -> Path | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .preflight import preflight
     from .report import write_report
-    from .runner import Execution, plan_cell, run_study
+    from .runner import Execution, command_line, plan_cell, run_study
     from .study import load_study
 
     study = load_study(args.study)
@@ -74,7 +74,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"{execution.backend}); every check passed")
         return 0
     print(f"study {study.name}: {plural(len(cells), 'cell')} → {out}")
-    command = " ".join(["vaebench", "run", args.study] + (["--out", args.out] if args.out else []))
+    command = command_line(args.study, args.out)  # home as ~, the current folder as .
     records = run_study(study, out, device=args.device, force=args.force, reevaluate=args.reevaluate,
                         progress=not args.no_progress, execution=execution, command=command)
     failed = [r["cell_id"] for r in records if r["status"] != "ok"]

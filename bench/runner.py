@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import shlex
 import shutil
 import time
 import traceback
@@ -231,6 +232,27 @@ def results_lock(results_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def typed_path(path: str | Path) -> str:
+    """``path`` as its user would type it, naming no folder of this machine: an absolute path
+    inside the current folder relative to it, one inside the home folder from ``~``; a relative
+    path (or a preset's name) as given. Quoted for a POSIX shell where it needs it."""
+    text = str(path)
+    if os.path.isabs(text):
+        normal = Path(os.path.normpath(text))
+        for base, prefix in ((Path.cwd(), None), (Path.home(), "~")):
+            if base.parent != base and normal.is_relative_to(base):  # a base of / would take every path
+                rest = str(normal.relative_to(base))
+                if prefix is None:
+                    return shlex.quote(rest)
+                return prefix if rest == "." else f"{prefix}/{shlex.quote(rest)}"
+    return shlex.quote(text)
+
+
+def command_line(study: str | Path, out: str | Path | None = None) -> str:
+    """The ``vaebench run`` command that a results folder records, free of this machine's absolute paths."""
+    return " ".join(["vaebench", "run", typed_path(study)] + (["--out", typed_path(out)] if out is not None else []))
+
+
 def _remove_stale_temporaries(results_dir: Path) -> None:
     """Half-written files of a killed run (atomic writes leave ``.name.*.tmp`` behind)."""
     for path in Path(results_dir).glob("**/.*.tmp"):
@@ -248,7 +270,8 @@ def run_study(study: Study, results_dir: Path, *, device: str | None = "auto", f
     scratch. A cell interrupted mid-training resumes from its checkpoint. Each finished
     cell prints one line; a failed cell is recorded and the others go on. Ctrl-C stops the
     study, keeps every finished cell, and says how to resume. ``command``: the command line
-    to record in ``study.json`` (which also records the study's cells for the report).
+    to record in ``study.json`` (which also records the study's cells for the report; default
+    :func:`command_line` of the study's name and ``results_dir``).
     """
     from .report import write_study_file
 
@@ -256,7 +279,7 @@ def run_study(study: Study, results_dir: Path, *, device: str | None = "auto", f
     results_dir = Path(results_dir)
     with results_lock(results_dir):
         _remove_stale_temporaries(results_dir)
-        write_study_file(results_dir, study, command or f"vaebench run {study.name} --out {results_dir}")
+        write_study_file(results_dir, study, command or command_line(study.name, results_dir))
         return _run_locked(study, results_dir, device=device, force=force, reevaluate=reevaluate,
                            progress=progress, execution=execution, echo=echo)
 

@@ -266,7 +266,32 @@ def test_a_corrupt_checkpoint_is_set_aside_not_blocking(tmp_path):
     assert not list(out.glob("**/.*.tmp"))
 
 
-# --- each thing once per process ------------------------------------------
+# --- the recorded command, and each thing once per process ------------------------------------------
+
+def test_the_recorded_command_names_no_absolute_folder_of_this_machine(tmp_path, monkeypatch):
+    from vaebench.runner import command_line, typed_path
+
+    home, work = tmp_path / "home", tmp_path / "home" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert typed_path(home / ".cache" / "vaebench" / "runs" / "b") == "~/.cache/vaebench/runs/b"
+    assert typed_path(work / "runs" / "x") == "runs/x"  # inside the current folder: relative, before ~
+    assert (typed_path(work), typed_path(home)) == (".", "~")
+    assert typed_path(f"{work}/../work/s.toml") == "s.toml"
+    assert typed_path(home / "my runs" / "a") == "~/'my runs/a'"  # quoted after the ~, which must stay bare
+    for given in ("quick", "../elsewhere/s.toml", "/opt/data/s.toml"):  # as typed, or outside both folders
+        assert typed_path(given) == given
+    assert command_line("burda2016", home / ".cache" / "runs") == "vaebench run burda2016 --out ~/.cache/runs"
+    assert command_line(work / "s.toml") == "vaebench run s.toml"
+    # run_study records it in study.json with ~ where no command is given
+    import vaebench.runner as runner
+
+    monkeypatch.setattr(runner, "_run_locked", lambda *args, **kwargs: [])
+    run_study(load_study(write_study(tmp_path)), home / "runs" / "tiny", progress=False, echo=lambda s: None)
+    recorded = json.loads((home / "runs" / "tiny" / "study.json").read_text())["command"]
+    assert recorded == "vaebench run tiny --out ~/runs/tiny"
+
 
 COUNTING_PLUGIN = '''
 from dataclasses import dataclass
@@ -324,3 +349,10 @@ def test_a_dry_run_resolves_each_method_config_once_and_imports_each_plugin_once
     assert imports == [module] and len(resolved) == 4
     build_method(run, _cached_dataset(run.dataset, run.data))
     assert len(resolved) == 4
+
+
+def test_committed_results_record_their_command_without_an_absolute_path():
+    results = Path(__file__).resolve().parents[1] / "results"
+    for path in sorted(results.glob("*/study.json")):
+        command = json.loads(path.read_text())["command"]
+        assert not any(word.startswith("/") for word in command.split()), (path, command)
