@@ -273,7 +273,7 @@ def run_study(study: Study, results_dir: Path, *, device: str | None = "auto", f
     to record in ``study.json`` (which also records the study's cells for the report; default
     :func:`command_line` of the study's name and ``results_dir``).
     """
-    from .report import write_study_file
+    from .manifest import write_study_file
 
     execution = execution or Execution()
     results_dir = Path(results_dir)
