@@ -160,6 +160,25 @@ def read_values(results_dir: Path, record: dict[str, Any]) -> dict[str, np.ndarr
         return {name: npz[name] for name in npz.files}
 
 
+class PerExampleValues:
+    """Records' per-example arrays (:func:`read_values`), each file read and checked once: one
+    reader serves every table of a report. Callers share the arrays and must not change them."""
+
+    def __init__(self, results_dir: Path) -> None:
+        self.results_dir = Path(results_dir)
+        self._read: dict[tuple[str, Any], dict[str, np.ndarray] | None] = {}
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """``record``'s per-example arrays, or None when it has none or its file is missing or altered."""
+        ref = record.get("per_example")
+        if not ref:
+            return None
+        key = (str(ref.get("file")), ref.get("sha256"))
+        if key not in self._read:
+            self._read[key] = read_values(self.results_dir, record)
+        return self._read[key]
+
+
 def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
     """Write a record as ``records/<cell_id>.json``; a reader never sees half a file."""
     path = record_path(results_dir, record["cell_id"])

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
+from vaebench.columns import Column
 from vaebench.records import write_record, write_values
-from vaebench.report import paired_differences, records_frame, summary_frame, write_report, write_table
+from vaebench.report import (
+    falls_below,
+    paired_differences,
+    records_frame,
+    summary_frame,
+    write_report,
+    write_table,
+)
 
 
 def _record(out, label, seed, metrics, per_example=None, status="ok", protocol="p", indices=None, error=None):
@@ -123,8 +132,6 @@ def test_published_values_stand_beside_ours(tmp_path):
 
 
 def test_cells_of_the_study_without_a_record_are_listed(tmp_path):
-    import json
-
     idx = np.arange(3)
     _record(tmp_path, "vae", 0, {"elbo": -90.0}, {"elbo": np.full(3, -90, np.float32)}, indices=idx)
     cells = [{"cell_id": "vae-s0-p", "eval_id": "e", "protocol_id": "p"},
@@ -141,13 +148,10 @@ def test_diagnostics_explain_only_the_columns_they_show(tmp_path):
     _record(tmp_path, "vae", 0, {"elbo": -90.0, "posterior_sd_median": 0.9},
             {"elbo": np.full(3, -90, np.float32)}, indices=idx)
     readme = write_report(tmp_path)["readme"].read_text()
-    assert "## Posterior diagnostics" in readme and "posterior sd (median)" in readme
-    assert "adversary" not in readme.lower()
-    _record(tmp_path, "avb", 0, {"adversary_kl": 5.0, "posterior_sd_median": 0.5},
-            {"adversary_kl": np.full(3, 5, np.float32)}, indices=idx)
-    readme = write_report(tmp_path)["readme"].read_text()
-    assert "## Adversary and posterior diagnostics" in readme and "**adversary KL est.**" in readme
-    assert "**adversary accuracy**" not in readme
+    assert "## Posterior diagnostics" in readme and "**posterior sd (median)**" in readme
+    assert "**KL lower bound**" not in readme and "## Method columns" not in readme
+    section = readme.split("## Posterior diagnostics")[1].split("##")[0]
+    assert "one seed: ± is the standard error over the N test images" in section
 
 
 def test_estimators_of_one_cell_are_compared_on_the_images_they_share(tmp_path):
@@ -174,3 +178,121 @@ def test_estimators_of_one_cell_are_compared_on_the_images_they_share(tmp_path):
     assert row["seeds"] == 2 and row["difference"] == "+2.500" and row["± SE over seeds"] == "1.250"
     se_images = np.array([1, 3]) * np.std(shift, ddof=1) / 2
     assert float(row["± SE over images (paired)"]) == pytest.approx(math.sqrt((se_images ** 2).sum()) / 2, abs=1e-3)
+
+
+# --- columns that methods declare -----------------------------------------------------------------
+WIDGET = Column("widget_score", "how widgety the posterior is", higher_is_better=True, heading="widget")
+GIZMO = Column("gizmo", "an estimate of a quantity that gadget bounds from below", heading="gizmo est.",
+               should_not_fall_below=("gadget", 2.0))
+GADGET = Column("gadget", "a lower bound on what gizmo estimates", heading="gadget bound")
+
+
+def _declaring(out, label, seed, values, columns, indices, metrics=None):
+    """A finished cell whose method declares ``columns``: per-example ``values`` and their means."""
+    record = _record(out, label, seed, {k: float(v.mean()) for k, v in values.items()} | (metrics or {}),
+                     {k: v.astype(np.float32) for k, v in values.items()}, indices=indices)
+    record["columns"] = [c.to_dict() for c in columns]
+    write_record(out, record)
+    return record
+
+
+def test_a_declared_column_is_shown_and_paired_without_the_report_naming_it(tmp_path):
+    rng = np.random.default_rng(1)
+    idx = np.arange(5)
+    base = {seed: rng.normal(2.0, 0.5, 5) for seed in (0, 1)}
+    shift = {0: np.array([1.0, 1.0, 1.0, 1.0, 1.0]), 1: np.array([2.0, 3.0, 2.0, 3.0, 2.0])}
+    for seed in (0, 1):
+        _declaring(tmp_path, "ref", seed, {"widget_score": base[seed], "elbo": base[seed] - 90}, [WIDGET], idx)
+        _declaring(tmp_path, "m", seed, {"widget_score": base[seed] + shift[seed], "elbo": base[seed] - 91},
+                   [WIDGET], idx)
+    _record(tmp_path, "plain", 0, {"elbo": -90.0}, {"elbo": np.full(5, -90, np.float32)}, indices=idx)
+    study = {"name": "s", "methods": [{"label": label} for label in ("ref", "m", "plain")]}
+    (tmp_path / "study.json").write_text(json.dumps({"study": study}))  # ref first: the reference
+    readme = write_report(tmp_path)["readme"].read_text()
+    section = readme.split("## Method columns")[1].split("\n## ")[0]
+    rows = _table(section)
+    assert set(rows) == {"ref", "m"}  # only the rows that have the column
+    for label in ("ref", "m"):
+        a, b = [(base[s] + (shift[s] if label == "m" else 0)).mean() for s in (0, 1)]
+        mean, se = (a + b) / 2, abs(a - b) / 2  # the standard error of two seeds is half their difference
+        assert rows[label]["widget"] == f"{mean:.3f} ± {se:.3f}"
+        assert rows[label]["N"] == "5" and rows[label]["seeds"] == "2"
+    assert "- **widget** (`widget_score`): how widgety the posterior is; higher is better" in section
+    assert "± is the standard error over seeds" in section
+    paired = _table(readme.split("## Paired differences from ref")[1].split("\n## ")[0], key="metric")
+    row = paired["widget_score"]
+    assert (row["method"], row["reference"], row["seeds"], row["N"]) == ("m", "ref", "2", "5")
+    assert float(row["method − reference"]) == 1.7  # per-seed means 1.0 and 2.4
+    assert float(row["± SE over seeds"]) == 0.7  # |1.0 − 2.4| / 2
+    frame = paired_differences([*map(_read, sorted((tmp_path / "records").glob("*.json")))], tmp_path,
+                               reference="ref")
+    row = frame[(frame.method == "m") & (frame.metric == "widget_score")].iloc[0]
+    assert row["difference"] == pytest.approx(1.7, abs=1e-5) and row["N"] == 5
+    assert "plain" not in set(frame[frame.metric == "widget_score"].method)  # plain never declared it
+
+
+def _table(text, key="method"):
+    """The rows of the first Markdown table in ``text``, by their ``key`` cell: heading → cell."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    headings = [c.strip() for c in lines[0].split("|")[1:-1]]
+    rows = [dict(zip(headings, (c.strip() for c in line.split("|")[1:-1]))) for line in lines[2:]]
+    return {row[key]: row for row in rows}
+
+
+def _read(path):
+    from vaebench.records import read_record
+
+    return read_record(path)
+
+
+def test_a_column_below_its_declared_bound_is_flagged_from_the_declaration(tmp_path):
+    idx = np.arange(4)
+    # "low" lies 3 below its bound (tolerance 2): flagged; "near" lies exactly 2 below: not flagged
+    _declaring(tmp_path, "low", 0, {"gizmo": np.full(4, 1.0), "gadget": np.full(4, 4.0)}, [GIZMO, GADGET], idx)
+    _declaring(tmp_path, "near", 0, {"gizmo": np.full(4, 2.0), "gadget": np.full(4, 4.0)}, [GIZMO, GADGET], idx)
+    summary = summary_frame(records_frame([_read(p) for p in sorted((tmp_path / "records").glob("*.json"))]))
+    flagged = dict(zip(summary["method"], falls_below(summary, GIZMO)))
+    assert flagged == {"low": True, "near": False}
+    assert not falls_below(summary, GADGET).any()  # no bound declared
+    readme = write_report(tmp_path)["readme"].read_text()
+    section = readme.split("## Method columns")[1].split("\n## ")[0]
+    rows = _table(section)
+    assert rows["low"]["gizmo est."] == "1.000 ⚠" and rows["near"]["gizmo est."] == "2.000"
+    assert float(rows["low"]["gadget bound"]) == float(rows["near"]["gadget bound"]) == 4.0  # the bound, beside
+    assert ("- ⚠ beside **gizmo est.**: its mean lies more than 2 below that of **gadget bound**, which bounds "
+            "from below the quantity it estimates") in section
+    assert "⚠" not in readme.split("## Method columns")[0]  # the main table flags nothing
+
+
+def test_records_without_declarations_take_them_from_their_method_class(monkeypatch):
+    from vaebench.manifest import declared_columns
+    from vaebench.methods import METHODS
+
+    monkeypatch.setitem(METHODS._entries, "widget-method", type("WidgetMethod", (), {"columns": (WIDGET,)}))
+    monkeypatch.setitem(METHODS._entries, "bare-method", type("BareMethod", (), {}))
+    assert declared_columns({"config": {"method": "widget-method"}}) == (WIDGET,)
+    assert declared_columns({"config": {"method": "bare-method"}}) == ()  # a class from before columns
+    assert declared_columns({"config": {"method": "no-such-method"}}) == ()
+    # a record's own declaration wins over its class's
+    assert declared_columns({"config": {"method": "widget-method"}, "columns": [GIZMO.to_dict()]}) == (GIZMO,)
+
+
+def test_each_per_example_file_is_read_once_per_report(tmp_path, monkeypatch):
+    import vaebench.records as records_module
+
+    idx = np.arange(4)
+    for label in ("ref", "m"):
+        for seed in (0, 1):
+            _declaring(tmp_path, label, seed, {"log_likelihood_ais": np.arange(4.0) - 90,
+                                               "log_likelihood_is": np.arange(4.0) - 91}, [], idx)
+    reads: dict[str, int] = {}
+    read_values = records_module.read_values
+
+    def counting(results_dir, record):
+        reads[record["per_example"]["file"]] = reads.get(record["per_example"]["file"], 0) + 1
+        return read_values(results_dir, record)
+
+    monkeypatch.setattr(records_module, "read_values", counting)
+    readme = write_report(tmp_path)["readme"].read_text()
+    assert "## Paired differences from m" in readme and "## Estimators of one model" in readme
+    assert reads == {f"{label}-s{seed}-p.npz": 1 for label in ("ref", "m") for seed in (0, 1)}
