@@ -64,22 +64,37 @@ def log_likelihood_plot(frame: pd.DataFrame, path: Path) -> Path | None:
 
 MAX_MARKED_EPOCHS = 50
 LOG_EPOCHS_FROM = 1000
+#: history keys of a validation objective: ``valid_<name>`` (``valid_elbo``, ``valid_iwae_bound``, ...)
+VALID_PREFIX = "valid_"
+
+
+def _objective(key: str, record: dict[str, Any]) -> str:
+    """The name of the validation objective logged under ``key``, as a legend says it: "" for an
+    ELBO (the usual case, the method's name alone), else the objective's name. Records written
+    before objectives had their own names log every method's as ``valid_elbo``: for a method
+    without an ``elbo`` metric (no posterior density) that number was its own estimate, no bound."""
+    name = key[len(VALID_PREFIX):]
+    if name == "elbo":
+        return "" if "elbo" in record.get("metrics", {}) else "own estimate, not a bound"
+    return name.replace("_", " ")
 
 
 def training_curves(records: list[dict[str, Any]], path: Path, order: list[str] | None = None) -> Path | None:
-    """Validation ELBO per epoch for each method (mean and 95% CI over seeds). Up to
-    ``MAX_MARKED_EPOCHS`` evaluated epochs are each marked, so a run of one epoch is a point rather
-    than an invisible line; from ``LOG_EPOCHS_FROM`` epochs on, the epoch axis is logarithmic.
-    Methods without a posterior density (no ``elbo`` metric) log their own estimate, which is no
-    bound: their legend entry says so. ``order``: the methods' order (the study's)."""
+    """The validation objective per epoch for each method (mean and 95% CI over seeds), each
+    ``valid_<name>`` of the records' history labelled by its name. Up to ``MAX_MARKED_EPOCHS``
+    evaluated epochs are each marked, so a run of one epoch is a point rather than an invisible
+    line; from ``LOG_EPOCHS_FROM`` epochs on, the epoch axis is logarithmic. ``order``: the
+    methods' order (the study's)."""
 
-    def label(r: dict[str, Any]) -> str:
-        return r["config"]["label"] + ("" if "elbo" in r.get("metrics", {}) else " (own estimate, not a bound)")
+    def label(r: dict[str, Any], key: str) -> str:
+        objective = _objective(key, r)
+        return r["config"]["label"] + (f" ({objective})" if objective else "")
 
-    rows = [{"method": label(r), "dataset": r["config"]["dataset"],
+    rows = [{"method": label(r, key), "dataset": r["config"]["dataset"], "objective": key,
              "latent_dim": r["config"]["latent_dim"], "seed": r["config"]["seed"],
-             "epoch": h["epoch"], "valid_elbo": h["valid_elbo"]}
-            for r in records if r.get("status") == "ok" for h in r.get("history", []) if "valid_elbo" in h]
+             "epoch": h["epoch"], "value": value}
+            for r in records if r.get("status") == "ok" for h in r.get("history", [])
+            for key, value in h.items() if key.startswith(VALID_PREFIX) and isinstance(value, (int, float))]
     if not rows:
         return None
     frame = pd.DataFrame(rows)
@@ -89,12 +104,16 @@ def training_curves(records: list[dict[str, Any]], path: Path, order: list[str] 
     hue_order = sorted(frame["method"].unique(), key=lambda m: (rank.get(m.split(" (")[0], len(rank)), m))
     # thousands of markers would merge into a smear: mark epochs only where they can be told apart
     marks = {"marker": "o", "markersize": 5} if len(epochs) <= MAX_MARKED_EPOCHS else {}
-    grid = sns.relplot(data=frame, x="epoch", y="valid_elbo", hue="method", hue_order=hue_order, col="setting",
+    grid = sns.relplot(data=frame, x="epoch", y="value", hue="method", hue_order=hue_order, col="setting",
                        kind="line", **marks, errorbar=("ci", 95), seed=0, facet_kws={"sharey": False},
                        err_style="band" if len(epochs) > 1 else "bars", height=3.2, aspect=1.3)
     # a long run (burda2016: stages of 1, 3, 9, ... 2,187 passes) shows its early epochs on a log axis
     logarithmic = epochs[0] >= 1 and epochs[-1] >= LOG_EPOCHS_FROM
-    grid.set_axis_labels("epoch (log scale)" if logarithmic else "epoch", "validation ELBO (nats)")
+    objectives = sorted(frame["objective"].unique())
+    what = ("validation ELBO" if objectives == [f"{VALID_PREFIX}elbo"] else
+            f"validation {objectives[0][len(VALID_PREFIX):].replace('_', ' ')}" if len(objectives) == 1 else
+            "validation objective")
+    grid.set_axis_labels("epoch (log scale)" if logarithmic else "epoch", f"{what} (nats)")
     grid.set_titles("{col_name}")
     for (setting, ax) in zip(grid.col_names or [None], grid.axes.flat):
         if logarithmic:
@@ -105,7 +124,7 @@ def training_curves(records: list[dict[str, Any]], path: Path, order: list[str] 
             ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         if len(epochs) == 1:  # else matplotlib spans ±5% of one epoch, with fractional ticks
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
-        values = frame["valid_elbo"] if setting is None else frame.loc[frame["setting"] == setting, "valid_elbo"]
+        values = frame["value"] if setting is None else frame.loc[frame["setting"] == setting, "value"]
         _clip_far_low(ax, values.to_numpy(dtype=float))
     return _save(grid.figure, path)
 

@@ -117,3 +117,27 @@ def test_long_runs_have_a_log_epoch_axis_and_no_markers(tmp_path, drawn, epochs,
     assert len(curves) == len(METHODS)
     assert all((line.get_marker() == "o") == marked for line in curves)
     assert ax.get_xscale() == scale and ax.get_xlabel().startswith("epoch")
+
+
+def test_training_curves_label_each_validation_objective_by_its_name(tmp_path, drawn):
+    vae = record("vae", 8, 0, epochs=2)  # an ELBO under its own name: the method's name alone
+    iwae = record("iwae-k5", 8, 0, epochs=2)
+    iwae["history"] = [{"epoch": h["epoch"], "valid_iwae_bound": h["valid_elbo"]} for h in iwae["history"]]
+    legacy = record("avb", 8, 0, epochs=2)  # written before objectives had names: no ELBO, its own estimate
+    del legacy["metrics"]["elbo"]
+    figures.training_curves([vae, iwae, legacy], tmp_path / "curves.png", order=["vae", "iwae-k5", "avb"])
+    fig = drawn[0]
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert labels == ["vae", "iwae-k5 (iwae bound)", "avb (own estimate, not a bound)"]
+    assert fig.axes[0].get_ylabel() == "validation objective (nats)"
+    # the curves are the logged values: iwae's second epoch is its valid_iwae_bound
+    ys = sorted(float(y) for line in fig.axes[0].lines for y in line.get_ydata() if np.isfinite(y))
+    assert iwae["history"][1]["valid_iwae_bound"] in ys
+
+
+def test_training_curves_of_one_objective_name_it_on_the_axis(tmp_path, drawn):
+    rows = records(seeds=1, epochs=2)
+    for r in rows:
+        r["history"] = [{"epoch": h["epoch"], "valid_iwae_bound": h["valid_elbo"]} for h in r["history"]]
+    figures.training_curves(rows, tmp_path / "curves.png")
+    assert drawn[0].axes[0].get_ylabel() == "validation iwae bound (nats)"
