@@ -21,10 +21,12 @@ unbiased estimate of 1/p(x), hence a stochastic *upper* bound. The gap between t
 bounds bounds the error of the forward estimate at these settings. Both directions use the
 same frozen step sizes.
 
-Conventions: the model is either a decoder module with ``log_prob(x, z)`` (any method's
-``method.decoder``) or a plain callable ``log_likelihood(z, x)``; either takes z of shape
-(chains, B, Dz) and x of shape (B, …), broadcast over the chain dimension, and returns
-log p(x|z) of shape (chains, B). All chains of all examples run as one batch.
+Conventions: the model is any :class:`~vaebench.model.LatentVariableModel`; AIS reads its
+prior p(z) and likelihood p(x|z) and nothing else (its posterior, where the start is fitted to
+it, is the caller's business). z has shape (chains, B, Dz) and x (B, …), broadcast over the
+chain dimension. All chains of all examples run as one batch. A plain callable
+``log_likelihood(z, x)`` under a N(0, I) prior becomes a model with
+:func:`model_from_log_likelihood`.
 """
 
 from __future__ import annotations
@@ -39,12 +41,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaebench.methods.base import BernoulliDecoder
+from .distributions import LOG_2PI, StandardNormal
+from .model import LatentVariableModel, Likelihood, Model, Prior, value_and_grad
 
-LOG_2PI = math.log(2 * math.pi)
 LogLikelihood = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-#: a decoder module with ``log_prob(x, z)`` (the suite's decoders), or a callable (z, x) → log p(x|z)
-Model = nn.Module | LogLikelihood
 Schedule = Literal["sigmoid", "linear"]
 
 #: pilot HMC step sizes adapt toward this acceptance rate. Wu et al. (2017) use 0.65 with
@@ -188,22 +188,37 @@ def beta_schedule(n_steps: int, kind: Schedule = "sigmoid", delta: float = 4.0) 
     raise ValueError(f"unknown AIS schedule {kind!r}; use 'sigmoid' or 'linear'")
 
 
-def _as_log_likelihood(model: Model) -> LogLikelihood:
-    """A decoder module's ``log_prob(x, z)`` as a (z, x) callable; a callable passes through."""
-    if isinstance(model, nn.Module):
-        return lambda z, x: model.log_prob(x, z)
-    return model
+class _CallableLikelihood:
+    """A plain callable (z, x) → log p(x|z) as a :class:`~vaebench.model.Likelihood` (densities only)."""
+
+    def __init__(self, log_likelihood: LogLikelihood) -> None:
+        self.log_likelihood = log_likelihood
+
+    def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.log_likelihood(z, x)
+
+    def sample(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("a callable log-likelihood cannot be sampled from")
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("a callable log-likelihood has no mean")
+
+
+def model_from_log_likelihood(log_likelihood: LogLikelihood, latent_dim: int) -> Model:
+    """A model with prior N(0, I) over ``latent_dim`` dimensions and the given log p(x|z), for AIS
+    on a decoder outside the registry."""
+    return Model(StandardNormal(latent_dim), _CallableLikelihood(log_likelihood), has_density=False)
 
 
 @contextlib.contextmanager
-def _frozen(model: Model) -> Iterator[None]:
-    """Stop parameter gradients of ``model`` (a module, or a module's bound method) while AIS runs.
+def _frozen(model: LatentVariableModel) -> Iterator[None]:
+    """Stop parameter gradients of the model's modules while AIS runs.
 
     AIS only needs ∂/∂z; with the parameters frozen autograd neither records nor computes
     their gradients, which saves the weight-gradient matmuls of every leapfrog step.
     """
-    owner = model if isinstance(model, nn.Module) else getattr(model, "__self__", None)
-    params = [p for p in owner.parameters() if p.requires_grad] if isinstance(owner, nn.Module) else []
+    modules = [m for m in (model, model.prior, model.likelihood) if isinstance(m, nn.Module)]
+    params = list({id(p): p for m in modules for p in m.parameters() if p.requires_grad}.values())
     for p in params:
         p.requires_grad_(False)
     try:
@@ -225,101 +240,73 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-class _StandardNormal:
-    """The prior as an initial density, with its gradient in closed form."""
+class _PriorStart:
+    """The prior as the initial density of B examples' chains (``sample(n)`` → (n, B, Dz))."""
 
-    def __init__(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> None:
-        self.shape, self.device, self.dtype = shape, device, dtype
+    def __init__(self, prior: Prior, batch: int) -> None:
+        self.prior, self.batch = prior, batch
+        closed_form = getattr(prior, "value_and_grad", None)
+        if closed_form is not None:
+            self.value_and_grad = closed_form
 
     def sample(self, n: int) -> torch.Tensor:
-        return torch.randn(n, *self.shape, device=self.device, dtype=self.dtype)
+        return self.prior.sample(n, self.batch)
 
-    @staticmethod
-    def log_prob(z: torch.Tensor) -> torch.Tensor:
-        return -0.5 * (z.square().sum(-1) + z.shape[-1] * LOG_2PI)
-
-    @staticmethod
-    def value_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _StandardNormal.log_prob(z), -z
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return self.prior.log_prob(z)
 
 
 @dataclass
 class _State:
     """Everything the sampler needs at a point z, computed once per point.
 
-    ``ll``/``g_ll``: log p(x|z) and its z-gradient; ``lq``/``g_lq``: the same for log q0.
+    ``lj``/``g_lj``: log p(z) + log p(x|z) and its z-gradient; ``lq``/``g_lq``: the same for log q0.
     """
 
     z: torch.Tensor
-    ll: torch.Tensor
-    g_ll: torch.Tensor
+    lj: torch.Tensor
+    g_lj: torch.Tensor
     lq: torch.Tensor
     g_lq: torch.Tensor
 
     def h(self) -> torch.Tensor:
         """log p(z) + log p(x|z) − log q0(z): the log-weight increment per unit of β."""
-        return _StandardNormal.log_prob(self.z) + self.ll - self.lq
+        return self.lj - self.lq
 
     def log_target(self, beta: float) -> torch.Tensor:
         return self.lq + beta * self.h()
 
     def grad(self, beta: float) -> torch.Tensor:
-        return self.g_lq + beta * (self.g_ll - self.z - self.g_lq)
+        return self.g_lq + beta * (self.g_lj - self.g_lq)
 
     def where(self, mask: torch.Tensor, other: _State) -> _State:
         """This state where ``mask`` (chains, B) holds, else ``other``."""
         m = mask.unsqueeze(-1)
-        return _State(torch.where(m, self.z, other.z), torch.where(mask, self.ll, other.ll),
-                      torch.where(m, self.g_ll, other.g_ll), torch.where(mask, self.lq, other.lq),
+        return _State(torch.where(m, self.z, other.z), torch.where(mask, self.lj, other.lj),
+                      torch.where(m, self.g_lj, other.g_lj), torch.where(mask, self.lq, other.lq),
                       torch.where(m, self.g_lq, other.g_lq))
 
 
-ValueAndGrad = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+def _density_value_and_grad(density: Prior | Density, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return value_and_grad(density.log_prob, z, getattr(density, "value_and_grad", None))
 
 
-def _value_and_grad(model: Model) -> ValueAndGrad:
-    """(z, x) → (log p(x|z), ∂/∂z log p(x|z)), both for z of shape (chains, B, Dz).
-
-    For the suite's Bernoulli decoder the gradient at the logits, x − σ(logits), is written out
-    and backpropagated through the network alone: autograd through the log-density would make
-    several more full passes over the (chains·B) × pixels logits per leapfrog step.
-    """
-    if isinstance(model, BernoulliDecoder):
-        def bernoulli(z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            with torch.enable_grad():
-                logits = model.logits(z)
-            detached = logits.detach()
-            ll = (x * detached).sum(-1) - nn.functional.softplus(detached).sum(-1)
-            (grad,) = torch.autograd.grad(logits, z, grad_outputs=x - torch.sigmoid(detached))
-            return ll, grad
-        return bernoulli
-
-    log_likelihood = _as_log_likelihood(model)
-
-    def generic(z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            ll = log_likelihood(z, x)
-            (grad,) = torch.autograd.grad(ll.sum(), z)
-        return ll.detach(), grad
-    return generic
+def _likelihood_value_and_grad(likelihood: Likelihood, x: torch.Tensor, z: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    closed_form = getattr(likelihood, "value_and_grad", None)
+    return value_and_grad(lambda v: likelihood.log_prob(x, v), z,
+                          None if closed_form is None else lambda v: closed_form(x, v))
 
 
-def _evaluator(model: Model, x: torch.Tensor, initial: Density) -> Callable[[torch.Tensor], _State]:
-    value_and_grad = _value_and_grad(model)
-    initial_value_and_grad = getattr(initial, "value_and_grad", None)
-
+def _evaluator(model: LatentVariableModel, x: torch.Tensor, initial: Density) -> Callable[[torch.Tensor], _State]:
     def evaluate(z: torch.Tensor) -> _State:
-        z = z.detach().requires_grad_(True)
-        ll, g_ll = value_and_grad(z, x)
-        if initial_value_and_grad is not None:
-            lq, g_lq = initial_value_and_grad(z.detach())
-        else:
-            with torch.enable_grad():
-                lq = initial.log_prob(z)
-                (g_lq,) = torch.autograd.grad(lq.sum(), z)
+        z = z.detach()
+        ll, g_ll = _likelihood_value_and_grad(model.likelihood, x, z)
+        lp, g_lp = _density_value_and_grad(model.prior, z)
+        lq, g_lq = _density_value_and_grad(initial, z)
         # A non-finite density (an overflowing decoder far out in z) must never be accepted.
-        ll = torch.nan_to_num(ll, nan=-math.inf)
-        return _State(z.detach(), ll, torch.nan_to_num(g_ll), lq.detach(), torch.nan_to_num(g_lq))
+        lj = torch.nan_to_num(ll, nan=-math.inf) + lp
+        return _State(z, lj, torch.nan_to_num(g_ll) + g_lp, lq, torch.nan_to_num(g_lq))
 
     return evaluate
 
@@ -345,7 +332,7 @@ def _hmc(state: _State, beta: float, step: torch.Tensor, leapfrog_steps: int,
     return new.where(accept, state), accept, log_ratio.clamp(max=0).exp()
 
 
-def _anneal(model: Model, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor, initial: Density,
+def _anneal(model: LatentVariableModel, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor, initial: Density,
             leapfrog_steps: int, step_sizes: StepSizes | None, progress: bool, description: str
             ) -> tuple[AISResult, StepSizes]:
     """Run AIS along ``betas`` (increasing: forward, decreasing: reverse) from ``z0`` (chains, B, Dz).
@@ -407,11 +394,20 @@ def _anneal(model: Model, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor
     return result, step_sizes
 
 
-def _start(initial: Density | None, batch: int, latent_dim: int, x: torch.Tensor) -> Density:
-    return initial if initial is not None else _StandardNormal((batch, latent_dim), x.device, x.dtype)
+def _device(model: LatentVariableModel) -> torch.device:
+    """Where the model's parameters and buffers live (the CPU if it has none)."""
+    for part in (model, model.prior, model.likelihood):
+        if isinstance(part, nn.Module):
+            for tensor in (*part.parameters(), *part.buffers()):
+                return tensor.device
+    return torch.device("cpu")
 
 
-def pilot(model: Model, x: torch.Tensor, latent_dim: int, *, n_steps: int, leapfrog_steps: int = 10,
+def _start(model: LatentVariableModel, initial: Density | None, batch: int) -> Density:
+    return initial if initial is not None else _PriorStart(model.prior, batch)
+
+
+def pilot(model: LatentVariableModel, x: torch.Tensor, *, n_steps: int, leapfrog_steps: int = 10,
           n_chains: int = PILOT_CHAINS, schedule: Schedule = "sigmoid", initial: Density | None = None,
           seed: int | None = None) -> tuple[StepSizes, int]:
     """Tune HMC step sizes in a short adaptive AIS run of ``n_steps`` temperatures.
@@ -419,7 +415,7 @@ def pilot(model: Model, x: torch.Tensor, latent_dim: int, *, n_steps: int, leapf
     Returns the step sizes, to be frozen in the runs that produce estimates, and the number
     of evaluations the pilot cost per example (all chains).
     """
-    start = _start(initial, x.shape[0], latent_dim, x)
+    start = _start(model, initial, x.shape[0])
     with _seeded(seed, x.device), _frozen(model), torch.no_grad():
         z0 = start.sample(n_chains).detach()
         result, steps = _anneal(model, x, z0, beta_schedule(n_steps, schedule), start, leapfrog_steps,
@@ -432,30 +428,30 @@ def default_pilot_steps(n_steps: int) -> int:
     return max(MIN_PILOT_STEPS, round(PILOT_FRACTION * n_steps))
 
 
-def ais_log_likelihood(model: Model, x: torch.Tensor, latent_dim: int, *,
+def ais_log_likelihood(model: LatentVariableModel, x: torch.Tensor, *,
                        n_chains: int = 16, n_steps: int = 500, leapfrog_steps: int = 10,
                        schedule: Schedule = "sigmoid", initial: Density | None = None,
                        step_sizes: StepSizes | None = None, pilot_steps: int | None = None,
                        pilot_chains: int = PILOT_CHAINS, seed: int | None = None,
                        progress: bool = False) -> AISResult:
-    """AIS estimate of log p(x) per example of ``x`` under prior N(0, I) and ``model``'s p(x|z).
+    """AIS estimate of log p(x) per example of ``x`` under ``model``'s prior and likelihood.
 
-    ``n_steps``: temperatures T. ``initial``: a starting density other than the prior (e.g.
-    a :class:`Gaussian` fitted to posterior draws), with ``sample(n)`` → (n, B, Dz); the
+    ``n_steps``: temperatures T. ``initial``: a starting density other than the model's prior
+    (e.g. a :class:`Gaussian` fitted to posterior draws), with ``sample(n)`` → (n, B, Dz); the
     intermediate targets then interpolate between it and the posterior, and the weights
     account for it.
     ``step_sizes``: frozen HMC step sizes; without them a pilot run of ``pilot_steps``
     temperatures (default :func:`default_pilot_steps`) and ``pilot_chains`` chains tunes them
-    first, on its own random numbers, so the estimate is a stochastic lower bound. ``seed`` fixes all randomness without touching the caller's generator state. A
-    decoder module's parameters (or those of the module a callable is bound to) are frozen
-    while AIS runs.
+    first, on its own random numbers, so the estimate is a stochastic lower bound. ``seed``
+    fixes all randomness without touching the caller's generator state. The model's
+    parameters are frozen while AIS runs.
     """
-    start = _start(initial, x.shape[0], latent_dim, x)
+    start = _start(model, initial, x.shape[0])
     pilot_cost = 0
     with _seeded(seed, x.device):
         if step_sizes is None:
             step_sizes, pilot_cost = pilot(
-                model, x, latent_dim, n_steps=pilot_steps or default_pilot_steps(n_steps),
+                model, x, n_steps=pilot_steps or default_pilot_steps(n_steps),
                 leapfrog_steps=leapfrog_steps, n_chains=pilot_chains, schedule=schedule, initial=start)
         with _frozen(model), torch.no_grad():
             z0 = start.sample(n_chains).detach()
@@ -465,10 +461,11 @@ def ais_log_likelihood(model: Model, x: torch.Tensor, latent_dim: int, *,
     return result
 
 
-def reverse_ais_log_likelihood(model: Model, x: torch.Tensor, z: torch.Tensor, step_sizes: StepSizes, *,
-                               n_chains: int = 16, n_steps: int = 500, leapfrog_steps: int = 10,
-                               schedule: Schedule = "sigmoid", initial: Density | None = None,
-                               seed: int | None = None, progress: bool = False) -> AISResult:
+def reverse_ais_log_likelihood(model: LatentVariableModel, x: torch.Tensor, z: torch.Tensor,
+                               step_sizes: StepSizes, *, n_chains: int = 16, n_steps: int = 500,
+                               leapfrog_steps: int = 10, schedule: Schedule = "sigmoid",
+                               initial: Density | None = None, seed: int | None = None,
+                               progress: bool = False) -> AISResult:
     """Reverse AIS from exact posterior samples ``z`` (B, Dz) of p(z|x): a stochastic upper bound.
 
     Each chain anneals from the posterior (β = 1) to the initial density (β = 0) with the
@@ -476,7 +473,7 @@ def reverse_ais_log_likelihood(model: Model, x: torch.Tensor, z: torch.Tensor, s
     log p(x) from above in expectation. The returned ``log_likelihood`` is that upper bound;
     ``log_weights`` are the log w'.
     """
-    start = _start(initial, z.shape[0], z.shape[-1], x)
+    start = _start(model, initial, z.shape[0])
     with _seeded(seed, x.device), _frozen(model), torch.no_grad():
         z0 = z.detach().unsqueeze(0).expand(n_chains, *z.shape).contiguous()
         result, _ = _anneal(model, x, z0, beta_schedule(n_steps, schedule).flip(0), start,
@@ -485,36 +482,32 @@ def reverse_ais_log_likelihood(model: Model, x: torch.Tensor, z: torch.Tensor, s
     return result
 
 
-def bdmc(model: Model, sample_x: Callable[[torch.Tensor], torch.Tensor], latent_dim: int,
-         n_examples: int, *, n_chains: int = 16, n_steps: int = 500, leapfrog_steps: int = 10,
-         schedule: Schedule = "sigmoid", initial_fn: Callable[[torch.Tensor], Density] | None = None,
+def bdmc(model: LatentVariableModel, n_examples: int, *, n_chains: int = 16, n_steps: int = 500,
+         leapfrog_steps: int = 10, schedule: Schedule = "sigmoid",
+         initial_fn: Callable[[torch.Tensor], Density] | None = None,
          pilot_steps: int | None = None, pilot_chains: int = PILOT_CHAINS,
-         seed: int | None = None, device: torch.device | str = "cpu", progress: bool = False) -> BDMCResult:
-    """Bidirectional Monte Carlo on ``n_examples`` pairs simulated as z ~ N(0, I), x = ``sample_x(z)``.
+         seed: int | None = None, progress: bool = False) -> BDMCResult:
+    """Bidirectional Monte Carlo on ``n_examples`` pairs simulated from the model: z ~ p(z), x ~ p(x|z).
 
     A pilot run on x tunes the step sizes; forward AIS on x (lower bound) and reverse AIS
     from the true z (upper bound) then run with them frozen and otherwise the same settings.
-    ``initial_fn(x)`` builds a per-example initial density where wanted.
+    ``initial_fn(x)`` builds a per-example initial density where wanted. The pairs are drawn
+    on the prior's device.
     """
-    device = torch.device(device)
+    device = _device(model)
     with _seeded(seed, device), torch.no_grad():
-        z = torch.randn(n_examples, latent_dim, device=device)
-        x = sample_x(z)
+        z = model.prior.sample(n_examples)
+        x = model.likelihood.sample(z)
         initial = initial_fn(x) if initial_fn else None
     sub = None if seed is None else seed + 1
     with _seeded(sub, device):
         steps, pilot_cost = pilot(
-            model, x, latent_dim, n_steps=pilot_steps or default_pilot_steps(n_steps), leapfrog_steps=leapfrog_steps,
+            model, x, n_steps=pilot_steps or default_pilot_steps(n_steps), leapfrog_steps=leapfrog_steps,
             n_chains=pilot_chains, schedule=schedule, initial=initial)
         settings = dict(n_chains=n_chains, n_steps=n_steps, leapfrog_steps=leapfrog_steps,
                         schedule=schedule, initial=initial, progress=progress)
-        forward = ais_log_likelihood(model, x, latent_dim, step_sizes=steps, **settings)
+        forward = ais_log_likelihood(model, x, step_sizes=steps, **settings)
         reverse = reverse_ais_log_likelihood(model, x, z, steps, **settings)
     forward.evaluations += pilot_cost
     return BDMCResult(x=x, z=z, forward=forward, reverse=reverse,
                       lower=forward.log_likelihood, upper=reverse.log_likelihood)
-
-
-def bernoulli_sampler(decoder: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x ~ p(x|z) for a decoder with ``mean(z)`` (the suite's Bernoulli decoder)."""
-    return lambda z: torch.bernoulli(decoder.mean(z))

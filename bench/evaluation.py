@@ -5,6 +5,11 @@ log-likelihood, method diagnostics) is computed on the same test images, the fir
 ``examples`` of the test split, and stored per example so that methods can be compared
 pair by pair. Sample-based columns come from one set of posterior draws per batch
 (:func:`vaebench.metrics.posterior_pass`); AIS starts from a Gaussian fitted to those draws.
+
+The model is read through :mod:`vaebench.model` (prior, likelihood, posterior), plus two
+optional attributes of a method: ``diagnostics(x)``, its own per-example numbers, and
+``columns``, their declarations (:class:`~vaebench.columns.Column`), which the evaluation
+checks against what ``diagnostics`` returns and hands on to the record.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaebench.methods import Method
-
-from .ais import Density, Gaussian, ais_log_likelihood, bdmc, bernoulli_sampler
+from .ais import Density, Gaussian, ais_log_likelihood, bdmc
+from .columns import Column
 from .config import require
 from .metrics import gaussian_moments, importance_sampled_log_likelihood, mean_and_sem, posterior_pass
+from .model import LatentVariableModel
 from .quadrature import aggregate_kl, quadrature_log_likelihood
 
 #: the AIS start is the posterior draws' Gaussian with its sd widened by this factor: AIS is
@@ -114,13 +119,15 @@ class Evaluation:
     ``per_example``: metric → float32 array aligned with ``indices`` (int64 indices into the
     test split). ``per_example_full``/``indices_full``: the same for full-test-set columns.
     ``seconds``: wall seconds per part (``posterior_pass``, ``diagnostics``, ``quadrature``,
-    ``ais``, ``bdmc``, ``is_full``, whichever ran) and ``total``.
+    ``ais``, ``bdmc``, ``is_full``, whichever ran) and ``total``. ``columns``: the method's
+    declarations of its own per-example columns (those of ``diagnostics``).
     """
 
     summary: dict[str, float]
     per_example: dict[str, np.ndarray]
     indices: np.ndarray
     seconds: dict[str, float]
+    columns: tuple[Column, ...] = ()
     per_example_full: dict[str, np.ndarray] = field(default_factory=dict)
     indices_full: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
@@ -135,17 +142,28 @@ def fitted_gaussian(mean: torch.Tensor, cov: torch.Tensor, dtype: torch.dtype = 
     return Gaussian(mean.to(dtype), cov)
 
 
-def _posterior_start(method: Method, x: torch.Tensor, n_samples: int) -> Gaussian:
+def _posterior_start(model: LatentVariableModel, x: torch.Tensor, n_samples: int) -> Gaussian:
     """The Gaussian fitted to ``n_samples`` posterior draws of each image of ``x``."""
     with torch.no_grad():
-        return fitted_gaussian(*gaussian_moments(method.posterior(x, n_samples).z), dtype=x.dtype)
+        return fitted_gaussian(*gaussian_moments(model.posterior(x, n_samples).z), dtype=x.dtype)
+
+
+def _diagnostics(model: LatentVariableModel, columns: tuple[Column, ...], x: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+    """The model's own per-example numbers, checked against what it declares."""
+    values = getattr(model, "diagnostics", lambda _: {})(x)
+    declared = {c.name for c in columns}
+    if set(values) != declared:
+        raise ValueError(f"diagnostics returned {sorted(values)} but the method declares {sorted(declared)} "
+                         "in its columns: declare every per-example number it reports, and only those")
+    return values
 
 
 def _to_numpy(values: list[torch.Tensor]) -> np.ndarray:
     return torch.cat(values).detach().float().cpu().numpy()
 
 
-def evaluate(method: Method, test: torch.Tensor, config: EvalConfig, *, progress: bool = True,
+def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig, *, progress: bool = True,
              description: str = "evaluate") -> Evaluation:
     """Every column of ``config`` on the first ``config.examples`` images of ``test``.
 
@@ -159,7 +177,9 @@ def evaluate(method: Method, test: torch.Tensor, config: EvalConfig, *, progress
     the posterior's Gaussian) and with how many temperatures (``ais_temperatures``).
     """
     tic = time.perf_counter()
-    method.eval()
+    if isinstance(method, torch.nn.Module):
+        method.eval()
+    declared: tuple[Column, ...] = tuple(getattr(method, "columns", ()))
     n_draws = config.posterior_samples
     require(n_draws > method.latent_dim, f"moment_samples must exceed the latent size {method.latent_dim} for a "
                                           f"covariance of full rank, got {n_draws} posterior draws")
@@ -181,7 +201,7 @@ def evaluate(method: Method, test: torch.Tensor, config: EvalConfig, *, progress
             columns[name].append(value)
         t = time.perf_counter()
         with torch.no_grad():
-            diagnostics = method.diagnostics(chunk)
+            diagnostics = _diagnostics(method, declared, chunk)
         for name, value in diagnostics.items():
             columns[name].append(value)
         if diagnostics:
@@ -193,7 +213,7 @@ def evaluate(method: Method, test: torch.Tensor, config: EvalConfig, *, progress
         if config.ais_steps:
             t = time.perf_counter()
             start = fitted_gaussian(result.mean, result.cov, chunk.dtype) if from_posterior else None
-            ais = ais_log_likelihood(method.decoder, chunk, method.latent_dim, initial=start,
+            ais = ais_log_likelihood(method, chunk, initial=start,
                                      **_ais_settings(config, from_posterior), progress=progress)
             for name, value in (("log_likelihood_ais", ais.log_likelihood), ("ais_ess", ais.ess),
                                 ("ais_acceptance", ais.acceptance_rate), ("ais_step_size", ais.step_size)):
@@ -212,9 +232,9 @@ def evaluate(method: Method, test: torch.Tensor, config: EvalConfig, *, progress
         timed("quadrature", t)
     if config.ais_steps and config.bdmc_examples:
         t = time.perf_counter()
-        summary.update(_bdmc_summary(method, config, from_posterior, x.device, progress))
+        summary.update(_bdmc_summary(method, config, from_posterior, progress))
         timed("bdmc", t)
-    evaluation = Evaluation(summary, per_example, np.arange(len(x), dtype=np.int64), dict(seconds))
+    evaluation = Evaluation(summary, per_example, np.arange(len(x), dtype=np.int64), dict(seconds), declared)
     if config.full_test_is_samples and method.has_density:
         t = time.perf_counter()
         with torch.no_grad():
@@ -237,7 +257,7 @@ def _ais_settings(config: EvalConfig, from_posterior: bool) -> dict:
                 pilot_chains=config.ais_pilot_chains)
 
 
-def _bdmc_summary(method: Method, config: EvalConfig, from_posterior: bool, device: torch.device,
+def _bdmc_summary(method: LatentVariableModel, config: EvalConfig, from_posterior: bool,
                   progress: bool) -> dict[str, float]:
     """BDMC on ``bdmc_examples`` images simulated from the model, at the AIS settings and start."""
     def initial_fn(x: torch.Tensor) -> Density:
@@ -245,9 +265,8 @@ def _bdmc_summary(method: Method, config: EvalConfig, from_posterior: bool, devi
 
     parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     for offset in range(0, config.bdmc_examples, config.batch_size):
-        b = bdmc(method.decoder, bernoulli_sampler(method.decoder), method.latent_dim,
-                 min(config.batch_size, config.bdmc_examples - offset),
-                 initial_fn=initial_fn if from_posterior else None, device=device, progress=progress,
+        b = bdmc(method, min(config.batch_size, config.bdmc_examples - offset),
+                 initial_fn=initial_fn if from_posterior else None, progress=progress,
                  **_ais_settings(config, from_posterior))
         for name, value in (("bdmc_lower", b.lower), ("bdmc_upper", b.upper), ("bdmc_gap", b.upper - b.lower)):
             parts[name].append(value)

@@ -202,7 +202,7 @@ def plot_toy_posteriors(method: Method, points: torch.Tensor, path: Path, *, sam
         raise ValueError(f"posterior figures need a 2-D latent space, got latent_dim={method.latent_dim}")
     shown = points[:MAX_POSTERIOR_POINTS]
     with torch.no_grad():
-        z = method.sample_posterior(shown, samples).cpu()  # (samples, points, 2)
+        z = method.posterior(shown, samples).z.cpu()  # (samples, points, 2)
     colours = sns.color_palette("tab10", len(shown))
     fig, ax = plt.subplots(figsize=(4.8, 4), dpi=120)
     for i, colour in enumerate(colours):

@@ -1,6 +1,7 @@
 """Evaluation metrics, each batched over examples and samples (no Python loop per example).
 
-Names say what a number is: ``log_likelihood_is`` is an estimate of log p(x) (a negative
+Every metric reads the model through the protocol of :mod:`vaebench.model` (prior,
+likelihood, posterior draws) and nothing else. Names say what a number is: ``log_likelihood_is`` is an estimate of log p(x) (a negative
 number, in nats); ``recon_bernoulli_nll`` is a negative log-likelihood, so lower is better.
 
 :func:`posterior_pass` computes every sample-based column of one batch of test images from
@@ -19,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vaebench.methods import Method
-from vaebench.methods.base import bernoulli_log_prob
+from .model import LatentVariableModel, log_joint, log_prob_and_mean
 
 # Decoder outputs per chunk of posterior draws: bounds memory at ~ 4 bytes × this.
 _MAX_ELEMENTS = 1 << 24
+LOG_2PI = math.log(2 * math.pi)
 
 
 def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -51,10 +52,13 @@ def mean_and_sem(per_example: Mapping[str, torch.Tensor | np.ndarray]) -> dict[s
     return out
 
 
-def elbo(method: Method, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
-    """The method's own training objective per example (for AVB, the adversary's estimate
-    E_q[log p(x|z) − T(x, z)], which is not a bound); used for validation curves."""
-    return method.elbo(x, n_samples)
+def elbo(model: LatentVariableModel, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
+    """Monte Carlo ELBO per example, E_q[log p(x, z) − log q(z|x)] over ``n_samples`` draws: a
+    lower bound on log p(x) in expectation. NaN for a posterior without a density."""
+    z, log_q = model.posterior(x, n_samples)
+    if log_q is None:
+        return torch.full(x.shape[:1], math.nan, device=x.device)
+    return (log_joint(model, z, x) - log_q).mean(0)
 
 
 class Proposal:
@@ -65,30 +69,31 @@ class Proposal:
         self.log_prob = log_prob
 
 
-def _draw_chunk(n_samples: int, batch: int, data_dim: int) -> int:
-    return max(1, min(n_samples, _MAX_ELEMENTS // max(1, batch * data_dim)))
+def _draw_chunk(n_samples: int, x: torch.Tensor) -> int:
+    """Posterior draws per chunk, so that likelihood outputs stay near ``_MAX_ELEMENTS``."""
+    return max(1, min(n_samples, _MAX_ELEMENTS // max(1, x.numel())))
 
 
-def importance_sampled_log_likelihood(method: Method, x: torch.Tensor, n_samples: int,
+def importance_sampled_log_likelihood(model: LatentVariableModel, x: torch.Tensor, n_samples: int,
                                       proposal: Proposal | None = None) -> torch.Tensor:
     """log p(x) ≈ log (1/K) Σ_k p(x, z_k) / r(z_k|x), z_k ~ r, per example; r defaults to q(z|x).
 
     A stochastic lower bound in expectation (Jensen), tightening as K grows. Without a
-    ``proposal``, a method with no density (an implicit posterior) gets NaN: there is
-    nothing to weight by. Samples are drawn in chunks so memory stays bounded for large K.
+    ``proposal``, a model with no posterior density (an implicit posterior) gets NaN: there
+    is nothing to weight by. Samples are drawn in chunks so memory stays bounded for large K.
     """
-    if proposal is None and not method.has_density:
+    if proposal is None and not model.has_density:
         return torch.full(x.shape[:1], math.nan, device=x.device)
-    chunk = _draw_chunk(n_samples, x.shape[0], method.data_dim)
+    chunk = _draw_chunk(n_samples, x)
     parts = []
     for start in range(0, n_samples, chunk):
         n = min(chunk, n_samples - start)
         if proposal is None:
-            z, log_q = method.posterior(x, n)
+            z, log_q = model.posterior(x, n)
         else:
             z = proposal.sample(n)
             log_q = proposal.log_prob(z)
-        parts.append(method.log_joint(z, x) - log_q)
+        parts.append(log_joint(model, z, x) - log_q)
     return torch.logsumexp(torch.cat(parts), 0) - math.log(n_samples)
 
 
@@ -111,21 +116,28 @@ def gaussian_moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.einsum("nbi,nbj->bij", r, r) / (z.shape[0] - 1)
 
 
-def gaussian_kl_lower_bound(mean: torch.Tensor, cov: torch.Tensor, n: int) -> torch.Tensor:
-    """KL(N(m, S) ‖ N(0, I)) per example from the moments of n draws of q(z|x): a lower bound on KL(q ‖ p).
+def gaussian_entropy(cov: torch.Tensor, n: int) -> torch.Tensor:
+    """H(N(m, S)) per example, unbiased from the sample covariance ``cov`` (B, D, D) of n draws.
 
-    Among densities with covariance S the Gaussian has the largest entropy, so
-    KL(q ‖ p) = −H(q) + E_q[−log p(z)] ≥ −H(N(m, S)) + E_q[−log p(z)] = KL(N(m, S) ‖ p).
-    From finite draws the plug-in is biased upward (log det Ŝ too small, |m̂|² too large), so
-    both are corrected: the estimate is unbiased for the bound. A point-mass posterior
-    (det S = 0) gives +inf, its true KL.
+    The plug-in log det Ŝ is biased low (:func:`wishart_log_det_bias`), which is corrected. A
+    singular covariance (a point-mass posterior) gives −inf, its true entropy.
     """
-    d = mean.shape[-1]
-    trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+    d = cov.shape[-1]
     sign, log_det = torch.linalg.slogdet(cov)
     log_det = torch.where(sign > 0, log_det, -math.inf) - wishart_log_det_bias(d, n)
-    mean_sq = mean.square().sum(-1) - trace / n  # E|m̂|² = |m|² + tr S / n
-    return 0.5 * (trace + mean_sq - d - log_det)
+    return 0.5 * (d * (1 + LOG_2PI) + log_det)
+
+
+def kl_lower_bound(cross_entropy: torch.Tensor, cov: torch.Tensor, n: int) -> torch.Tensor:
+    """A lower bound on KL(q(z|x) ‖ p(z)) per example from n draws of q: E_q[−log p(z)] − H(N(m, S)).
+
+    Among densities with covariance S the Gaussian has the largest entropy, so
+    KL(q ‖ p) = −H(q) + E_q[−log p(z)] ≥ −H(N(m, S)) + E_q[−log p(z)]. ``cross_entropy`` is the
+    draws' mean of −log p(z) under the model's own prior (unbiased), and the entropy is
+    unbiased too (:func:`gaussian_entropy`), so the estimate is unbiased for the bound, for any
+    prior. A point-mass posterior (det S = 0) gives +inf, its true KL.
+    """
+    return cross_entropy - gaussian_entropy(cov, n)
 
 
 @dataclass
@@ -137,35 +149,38 @@ class PosteriorPass:
     cov: torch.Tensor
 
 
-def posterior_pass(method: Method, x: torch.Tensor, n_samples: int, *, is_samples: int = 0) -> PosteriorPass:
+def posterior_pass(model: LatentVariableModel, x: torch.Tensor, n_samples: int, *,
+                   is_samples: int = 0) -> PosteriorPass:
     """Every sample-based column of ``x`` from one set of ``n_samples`` posterior draws per example.
 
-    All methods: ``recon_bernoulli_nll`` (E_q[−log p(x|z)], nats per image), ``recon_mse``
+    All models: ``recon_bernoulli_nll`` (E_q[−log p(x|z)], nats per image), ``recon_mse``
     (per pixel, between x and E[x|z]), ``recon_pixel_error`` (fraction of pixels where
     E[x|z] > 0.5 disagrees with binary x), each averaged over the draws, and
     ``posterior_sd_median`` (median over latent dimensions of the draws' sd).
-    Methods with a density: ``elbo``, the Monte Carlo ELBO over all draws, and, with
+    Posteriors with a density: ``elbo``, the Monte Carlo ELBO over all draws, and, with
     ``is_samples`` > 0, ``log_likelihood_is`` from the first ``is_samples`` draws.
-    Implicit posteriors: ``kl_gaussian_lower_bound`` (:func:`gaussian_kl_lower_bound`) and
-    ``elbo_upper_bound`` = E_q[log p(x|z)] − that bound, an upper bound on the true ELBO.
+    Implicit posteriors: ``kl_gaussian_lower_bound`` (:func:`kl_lower_bound`, under the
+    model's own prior) and ``elbo_upper_bound`` = E_q[log p(x|z)] − that bound, an upper bound
+    on the true ELBO.
     """
-    density = method.has_density
+    density = model.has_density
     if n_samples < 2 or (is_samples > n_samples):
         raise ValueError(f"posterior_pass needs 2 ≤ is_samples ≤ n_samples, got {is_samples} and {n_samples}")
-    chunk = _draw_chunk(n_samples, x.shape[0], method.data_dim)
-    draws, log_lik, log_w = [], [], []
+    chunk = _draw_chunk(n_samples, x)
+    draws, log_lik, log_prior, log_w = [], [], [], []
     mse = torch.zeros(x.shape[0], device=x.device)
     error = torch.zeros(x.shape[0], device=x.device)
     for start in range(0, n_samples, chunk):
-        z, log_q = method.posterior(x, min(chunk, n_samples - start))
-        logits = method.decoder.logits(z)
-        ll = bernoulli_log_prob(x, logits)
-        mse += (x - torch.sigmoid(logits)).square().mean(-1).sum(0)
-        error += ((logits > 0).to(x.dtype) != x).to(x.dtype).mean(-1).sum(0)
+        z, log_q = model.posterior(x, min(chunk, n_samples - start))
+        ll, mean = log_prob_and_mean(model.likelihood, x, z)
+        lp = model.prior.log_prob(z)
+        mse += (x - mean).square().mean(-1).sum(0)
+        error += ((mean > 0.5).to(x.dtype) != x).to(x.dtype).mean(-1).sum(0)
         draws.append(z)
         log_lik.append(ll)
+        log_prior.append(lp)
         if density:
-            log_w.append(ll + method.prior.log_prob(z) - log_q)
+            log_w.append(ll + lp - log_q)
     z = torch.cat(draws)
     expected_ll = torch.cat(log_lik).double().mean(0)
     mean, cov = gaussian_moments(z)
@@ -181,7 +196,7 @@ def posterior_pass(method: Method, x: torch.Tensor, n_samples: int, *, is_sample
         if is_samples:
             columns["log_likelihood_is"] = torch.logsumexp(w[:is_samples], 0) - math.log(is_samples)
     else:
-        kl = gaussian_kl_lower_bound(mean, cov, n_samples)
+        kl = kl_lower_bound(-torch.cat(log_prior).double().mean(0), cov, n_samples)
         columns["kl_gaussian_lower_bound"] = kl
         columns["elbo_upper_bound"] = expected_ll - kl
     return PosteriorPass(columns, mean, cov)

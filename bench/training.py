@@ -19,7 +19,7 @@ from .checkpoint import CHECKPOINT, CORRUPT, load_checkpoint, save_checkpoint
 from .compiled_step import compiled_update
 from .config import require
 from .errors import TrainingDiverged
-from .metrics import batched_mean, elbo
+from .metrics import batched_mean
 from .schedules import lr_scale, total_passes
 
 
@@ -192,8 +192,9 @@ def train(method: Method, data: DataSplits, config: TrainConfig, *, seed: int, d
                 record["lr_scale"] = lr_scale(config.lr_stages, epoch)
             if config.valid_every and (epoch % config.valid_every == 0 or epoch == n_epochs):
                 method.eval()
-                record["valid_elbo"] = batched_mean(lambda x: elbo(method, x), data.valid,
-                                                    config.valid_batch_size)
+                # under the objective's own name: an IWAE bound or an adversary's estimate is no ELBO
+                record[f"valid_{method.objective_name}"] = batched_mean(method.objective, data.valid,
+                                                                        config.valid_batch_size)
                 method.train()
             result.history.append(record)
             result.segments = earlier + [{**here, "to_epoch": epoch}]

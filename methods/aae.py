@@ -17,7 +17,7 @@ from torch import nn
 from vaebench.backbones import mlp
 from vaebench.config import require
 
-from .base import LOG_2PI, GaussianEncoder, Method, MethodConfig
+from .base import LOG_2PI, GaussianEncoder, Method, MethodConfig, PosteriorDraws
 from .registry import register
 
 
@@ -37,7 +37,7 @@ class AAEConfig(MethodConfig):
     ``posterior_noise_std``: deterministic encoder only; s > 0 evaluates the model with the
     posterior q_s(z|x) = N(f(x), s²I) (samples, log-density and ELBO), so that the ELBO and
     importance sampling are defined. 0 (default) keeps the paper's point-mass posterior,
-    whose ELBO is undefined (see :meth:`AAE.elbo`). Training never uses it.
+    whose ELBO is undefined (see :meth:`AAE.posterior`). Training never uses it.
     """
 
     discriminator_lr: float = 1e-3
@@ -71,8 +71,7 @@ class AAE(Method):
 
     config_class = AAEConfig
     config: AAEConfig
-    #: the default (deterministic) configuration's; each instance sets its own in ``__init__``
-    has_density = False
+    objective_name = "recon_log_likelihood"
 
     def __init__(self, config: AAEConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -81,8 +80,6 @@ class AAE(Method):
                                      (2 if gaussian else 1) * self.latent_dim)
         self.encoder = GaussianEncoder(body) if gaussian else body
         self.discriminator = mlp(self.latent_dim, config.discriminator_hidden, 1, "relu")
-        # An instance attribute: whether q(z|x) has a density depends on the configuration.
-        self.has_density = gaussian or config.posterior_noise_std > 0
 
     # --- the posterior ---------------------------------------------------------------------
     def code(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,40 +88,36 @@ class AAE(Method):
             return self.encoder(x).rsample()
         return self.encoder(x)
 
-    def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        """n draws from q(z|x); the deterministic encoder repeats f(x), plus N(0, s²) noise when
-        ``posterior_noise_std`` s > 0."""
-        if self.config.encoder == "gaussian":
-            return self.encoder(x).rsample((n,))
-        z = self.encoder(x).expand(n, *x.shape[:-1], self.latent_dim)
-        s = self.config.posterior_noise_std
-        return z + s * torch.randn_like(z) if s > 0 else z
+    @property
+    def has_density(self) -> bool:
+        """The Gaussian encoder's q(z|x), or N(f(x), s²I) with ``posterior_noise_std`` s > 0, has
+        a density; the deterministic encoder's point mass has none."""
+        return self.config.encoder == "gaussian" or self.config.posterior_noise_std > 0
 
-    def log_q(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
+        """n draws from q(z|x); the deterministic encoder repeats f(x), plus N(0, s²) noise when
+        ``posterior_noise_std`` s > 0.
+
+        With the deterministic encoder and no noise q(z|x) is a point mass: no density, so no
+        ELBO (its entropy is −∞) and no importance sampling; AIS, which then starts from the
+        prior, still gives the decoder's log-likelihood.
+        """
         if self.config.encoder == "gaussian":
-            return self.encoder(x).log_prob(z)
+            q = self.encoder(x)
+            z = q.rsample((n,))
+            return PosteriorDraws(z, q.log_prob(z))
+        code = self.encoder(x)
+        z = code.expand(n, *x.shape[:-1], self.latent_dim)
         s = self.config.posterior_noise_std
         if s == 0:
-            raise NotImplementedError("the deterministic AAE's posterior is a point mass with no density; "
-                                      "set posterior_noise_std > 0 to evaluate with a Gaussian around f(x)")
-        u = (z - self.encoder(x)) / s
-        return -0.5 * (u.square().sum(-1) + self.latent_dim * (LOG_2PI + 2 * math.log(s)))
+            return PosteriorDraws(z, None)
+        z = z + s * torch.randn_like(z)
+        u = (z - code) / s
+        return PosteriorDraws(z, -0.5 * (u.square().sum(-1) + self.latent_dim * (LOG_2PI + 2 * math.log(s))))
 
-    def elbo(self, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
-        """The ELBO E_q[log p(x, z) − log q(z|x)] per example, where it is defined.
-
-        Gaussian encoder, or deterministic encoder with ``posterior_noise_std`` > 0: the usual
-        Monte Carlo ELBO with the exact log q. Deterministic encoder without noise: q(z|x) is a
-        point mass, whose entropy is −∞, so the ELBO is −∞ for every decoder; a number would be
-        meaningless, so this returns NaN per example (tables show it as missing).
-
-        Importance sampling likewise has no proposal (a Gaussian fitted to a point mass has no
-        spread), so it reports NaN too; AIS, which starts from the prior, still gives the
-        decoder's log-likelihood. Or use ``posterior_noise_std`` > 0 or the Gaussian encoder.
-        """
-        if self.has_density:
-            return super().elbo(x, n_samples)
-        return torch.full(x.shape[:-1], math.nan, device=x.device, dtype=x.dtype)
+    def objective(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction phase's objective per example: log p(x|z) at one training code."""
+        return self.decoder.log_prob(x, self.code(x))
 
     # --- training --------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

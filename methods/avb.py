@@ -21,10 +21,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from vaebench.columns import Column
 from vaebench.config import require
 
 from .adversarial_nets import InnerProductAdversary, NoiseEveryLayerMLP
-from .base import Method, MethodConfig
+from .base import Method, MethodConfig, PosteriorDraws
 from .registry import register
 
 
@@ -92,7 +93,23 @@ class AdversarialMethod(Method):
 
     config_class = AVBConfig
     config: AVBConfig
-    has_density = False
+    objective_name = "adversary_elbo_estimate"
+    columns = (
+        Column("adversary_kl", "E_q[T(x,z) − log p(z) + log r(z|x)]: the adversary's estimate of KL(q(z|x) ‖ p(z)), "
+               "not a bound; ⚠ where it falls more than 3 nats short of the Gaussian lower bound on that KL",
+               higher_is_better=None, heading="adversary KL est.",
+               should_not_fall_below=("kl_gaussian_lower_bound", 3.0)),
+        Column("elbo_adversary_est", "E_q[log p(x|z)] − the adversary's KL estimate: the adversary's estimate of "
+               "the ELBO, not a bound (the ELBO itself only where T is the optimal adversary)",
+               higher_is_better=True, heading="ELBO (adversary est.)"),
+        Column("adversary_accuracy", "fraction of posterior and prior draws the adversary tells apart "
+               "(0.5: it cannot tell them apart)", higher_is_better=None, heading="adversary accuracy"),
+    )
+
+    @property
+    def has_density(self) -> bool:
+        """An implicit posterior: draws, no density."""
+        return False
 
     def __init__(self, config: AVBConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -150,10 +167,14 @@ class AdversarialMethod(Method):
         t = self.terms(x, n)
         return t, self.adversary(x, t.u) - t.log_p_over_r
 
-    def elbo(self, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
+    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
+        """n draws z ~ q(z|x) per example, with no density."""
+        return PosteriorDraws(self.terms(x, n).z, None)
+
+    def objective(self, x: torch.Tensor) -> torch.Tensor:
         """Not a bound: the adversary's ELBO estimate E_q[log p(x|z)] − E_q[T(x, u) − log p(z) + log r(z|x)]
-        per example, which equals the ELBO only where T is the optimal adversary."""
-        t, kl = self.adversary_kl_terms(x, n_samples)
+        per example from one draw, which equals the ELBO only where T is the optimal adversary."""
+        t, kl = self.adversary_kl_terms(x, 1)
         return (self.decoder.log_prob(x, t.z) - kl).mean(0)
 
     @torch.no_grad()
@@ -215,10 +236,7 @@ class AVB(AdversarialMethod):
             self.encoder = self.backbone.encoder(self.architecture, self.data_shape, self.latent_dim,
                                                  extra_dim=config.noise_dim)
 
-    def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        eps = torch.randn(n, x.shape[0], self.config.noise_dim, device=x.device, dtype=x.dtype)
-        return self.encoder(x, eps)
-
     def terms(self, x: torch.Tensor, n: int) -> AdversarialTerms:
-        z = self.sample_posterior(x, n)
+        eps = torch.randn(n, x.shape[0], self.config.noise_dim, device=x.device, dtype=x.dtype)
+        z = self.encoder(x, eps)
         return AdversarialTerms(z=z, u=z, log_p_over_r=z.new_zeros(z.shape[:-1]))

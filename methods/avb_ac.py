@@ -30,7 +30,7 @@ from vaebench.config import require
 
 from .adversarial_nets import NoiseBasis
 from .avb import AdversarialMethod, AdversarialTerms, AVBConfig
-from .base import LOG_2PI
+from .base import LOG_2PI, PosteriorDraws
 from .registry import register
 
 
@@ -157,8 +157,9 @@ class AVBAC(AdversarialMethod):
         self.encoder = BasisEncoder(body, basis, self.latent_dim, config.moment_samples,
                                     centre=self.architecture.backbone == "mlp")
 
-    def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        return self.encoder(x, n)[0]
+    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
+        """n draws z ~ q(z|x) per example, with no density (the moments r needs are not computed)."""
+        return PosteriorDraws(self.encoder(x, n)[0], None)
 
     def update(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         # the basis changes only in the final optimizer step, after every use of its moments

@@ -1,27 +1,32 @@
-"""The interface every method implements, and the prior and decoder they all share.
+"""The interface every method implements: a latent-variable model plus its training losses.
 
-A method is a :class:`torch.nn.Module` with a typed config dataclass. It owns the
-shared :class:`BernoulliDecoder` and :class:`StandardNormal` prior (built here, from the
-study's :class:`~vaebench.backbones.Architecture`, so every method has the identical
-generative model), declares its optimizers through :meth:`Method.param_groups` and
-:meth:`Method.optimizer_settings`, and returns named losses from
-:meth:`Method.training_step`.
+A method is a :class:`torch.nn.Module` with a typed config dataclass that implements the
+model protocol of :mod:`vaebench.model`: ``prior`` (by default the shared
+:class:`~vaebench.distributions.StandardNormal`), ``likelihood`` (the shared
+:class:`~vaebench.distributions.BernoulliDecoder`, built from the study's
+:class:`~vaebench.backbones.Architecture`, so that every method has the same decoder) and
+:meth:`Method.posterior`. Estimators see nothing else. Training goes through
+:meth:`Method.training_step` (named losses, one per optimizer of :meth:`Method.param_groups`),
+validation through :meth:`Method.objective` (logged under :attr:`Method.objective_name`), and
+a method's own per-example numbers through :meth:`Method.diagnostics`, declared in
+:attr:`Method.columns`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from vaebench.backbones import Architecture, get_backbone, set_output_bias_to_mean_logit
+from vaebench.columns import Column
 from vaebench.config import require
+from vaebench.distributions import LOG_2PI, BernoulliDecoder, StandardNormal, bernoulli_log_prob
+from vaebench.model import Likelihood, PosteriorDraws, log_joint
 from vaebench.optim import make_optimizer
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -45,68 +50,23 @@ class MethodConfig:
         require(all(0 <= b < 1 for b in self.betas), f"betas must lie in [0, 1), got {list(self.betas)}")
 
 
-class StandardNormal(nn.Module):
-    """The prior p(z) = N(0, I) over ``dim`` dimensions."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.dim = dim
-        # A buffer, so that the prior follows the model to its device.
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z), summed over the last dimension."""
-        return -0.5 * (z.square().sum(-1) + self.dim * LOG_2PI)
-
-    def sample(self, *shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(*shape, self.dim, device=self._anchor.device, generator=generator)
-
-
-class BernoulliDecoder(nn.Module):
-    """p(x|z): independent Bernoulli pixels whose logits a network computes from z."""
-
-    def __init__(self, net: nn.Module, data_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.net = net
-        self.data_shape = tuple(data_shape)
-
-    def logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
-
-    def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) per example; z may carry leading sample dimensions, x broadcasts over them."""
-        return bernoulli_log_prob(x, self.logits(z))
-
-    def mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z], the pixel probabilities."""
-        return torch.sigmoid(self.logits(z))
-
-
-def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Σ_d log Bernoulli(x_d; sigmoid(logits_d)), stable for large |logits|."""
-    return (x * logits - nn.functional.softplus(logits)).sum(-1)
-
-
-class PosteriorDraws(NamedTuple):
-    """Draws z ~ q(z|x), shape (n, batch, latent_dim), with log q(z|x) of shape (n, batch)
-    where the posterior has a density (None for implicit posteriors such as AVB's)."""
-
-    z: torch.Tensor
-    log_q: torch.Tensor | None
-
-
 class Method(nn.Module):
-    """Base class of all registered methods.
+    """Base class of all registered methods: a :class:`~vaebench.model.LatentVariableModel`
+    with training losses.
 
     Subclasses set ``config_class``, build their inference networks in ``__init__`` (after
-    calling ``super().__init__``), and implement :meth:`sample_posterior`,
-    :meth:`training_step` and, where q(z|x) has a density, :meth:`log_q`.
+    calling ``super().__init__``, which builds ``self.prior`` and ``self.decoder``; a method
+    with another prior replaces ``self.prior``), and implement :meth:`posterior` and
+    :meth:`training_step`. A posterior with no density (AVB's) returns draws alone and says
+    so in :attr:`has_density`.
     """
 
     name: ClassVar[str] = "method"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
-    #: whether :meth:`log_q` is available (False for implicit posteriors such as AVB's)
-    has_density: ClassVar[bool] = True
+    #: the per-example numbers :meth:`diagnostics` returns, declared for records and reports
+    columns: ClassVar[tuple[Column, ...]] = ()
+    #: the name under which :meth:`objective` is logged (``valid_<name>``); say what it is
+    objective_name: ClassVar[str] = "elbo"
 
     def __init__(self, config: MethodConfig, *, data_shape: tuple[int, ...], latent_dim: int,
                  architecture: Architecture | None = None) -> None:
@@ -118,37 +78,44 @@ class Method(nn.Module):
         self.latent_dim = latent_dim
         self.architecture = architecture or Architecture()
         self.backbone = get_backbone(self.architecture.backbone)
-        self.prior = StandardNormal(latent_dim)
+        self.prior: nn.Module = StandardNormal(latent_dim)
         self.decoder = BernoulliDecoder(
             self.backbone.decoder(self.architecture, latent_dim, self.data_shape), self.data_shape
         )
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
-    # --- what subclasses implement -------------------------------------------------------
-    def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        """n reparameterised draws z ~ q(z|x): shape (n, batch, latent_dim)."""
+    # --- the model protocol ----------------------------------------------------------------
+    @property
+    def likelihood(self) -> Likelihood:
+        """p(x|z): the shared decoder."""
+        return self.decoder
+
+    @property
+    def has_density(self) -> bool:
+        """Whether :meth:`posterior` returns log q(z|x) (False for implicit posteriors)."""
+        return True
+
+    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
+        """n reparameterised draws z ~ q(z|x), shape (n, batch, latent_dim), with log q(z|x)
+        of shape (n, batch) where :attr:`has_density` (else None)."""
         raise NotImplementedError
 
-    def log_q(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log q(z|x) for z of shape (n, batch, latent_dim): shape (n, batch)."""
-        raise NotImplementedError(f"{self.name} has an implicit posterior with no density")
-
+    # --- training and validation -------------------------------------------------------------
     def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scalar losses to minimise, one per name in :meth:`param_groups`; other keys are logged only."""
         raise NotImplementedError
 
-    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
-        """The one posterior protocol every estimator uses: n draws with their log q(z|x).
-
-        Methods that get log q for free while sampling (IAF) override this; the default
-        samples, then evaluates :meth:`log_q` where a density exists.
-        """
-        z = self.sample_posterior(x, n)
-        return PosteriorDraws(z, self.log_q(z, x) if self.has_density else None)
+    def objective(self, x: torch.Tensor) -> torch.Tensor:
+        """The training objective per example, for validation curves, logged as
+        ``valid_<objective_name>``. Default: the one-sample ELBO (methods with a density)."""
+        z, log_q = self.posterior(x, 1)
+        if log_q is None:
+            raise NotImplementedError(f"{self.name} has no density q(z|x): define its own objective")
+        return (log_joint(self, z, x) - log_q).mean(0)
 
     def diagnostics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Method-specific per-example numbers for the record (shape (batch,) each), e.g. an
-        adversary's KL estimate; evaluation stores them beside the metrics. Default: none."""
+        """The method's own per-example numbers (shape (batch,) each), one per entry of
+        :attr:`columns`; evaluation stores them beside the estimators' columns. Default: none."""
         return {}
 
     def init_from_data(self, train: torch.Tensor) -> None:
@@ -203,23 +170,14 @@ class Method(nn.Module):
         self.apply_losses(losses)
         return {k: v.detach() for k, v in losses.items()}
 
-    # --- the shared generative side and evaluation hooks -------------------------------------
-    def log_joint(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log p(x, z) = log p(x|z) + log p(z), per sample and example."""
-        return self.decoder.log_prob(x, z) + self.prior.log_prob(z)
-
-    def elbo(self, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
-        """Monte Carlo ELBO per example, E_q[log p(x, z) − log q(z|x)], averaged over n_samples."""
-        z = self.sample_posterior(x, n_samples)
-        return (self.log_joint(z, x) - self.log_q(z, x)).mean(0)
-
+    # --- pictures -------------------------------------------------------------------------------
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities of p(x|z) at one posterior draw z ~ q(z|x)."""
-        return self.decoder.mean(self.sample_posterior(x, 1)[0])
+        """E[x|z] at one posterior draw z ~ q(z|x)."""
+        return self.likelihood.mean(self.posterior(x, 1).z[0])
 
     def sample(self, n: int) -> torch.Tensor:
-        """Pixel probabilities of n draws from the model: z ~ p(z), then E[x|z]."""
-        return self.decoder.mean(self.prior.sample(n))
+        """E[x|z] of n draws from the model: z ~ p(z)."""
+        return self.likelihood.mean(self.prior.sample(n))
 
 
 class GaussianEncoder(nn.Module):
@@ -237,3 +195,7 @@ class GaussianEncoder(nn.Module):
         # where the training loop reports them as divergence.
         normal = torch.distributions.Normal(loc, scale, validate_args=False)
         return torch.distributions.Independent(normal, 1, validate_args=False)
+
+
+__all__ = ["LOG_2PI", "BernoulliDecoder", "GaussianEncoder", "Method", "MethodConfig", "PosteriorDraws",
+           "StandardNormal", "bernoulli_log_prob"]

@@ -97,9 +97,9 @@ class IAF(Method):
     Every step is conditioned on an encoder context h(x); the variable order is reversed
     between steps.
 
-    :meth:`log_q` is exact. For the z that :meth:`sample_posterior` just returned it reuses
-    the log-density computed while sampling (one pass per step); for any other z it inverts
-    the flow (latent_dim passes per step).
+    :meth:`posterior` returns the exact log q(z|x) computed while sampling (one pass per
+    step); :meth:`log_q_by_inversion` computes it for any other z by inverting the flow
+    (latent_dim passes per step).
     """
 
     config_class = IAFConfig
@@ -139,14 +139,12 @@ class IAF(Method):
         z, log_det = self.flow(z0, h)
         return z, q0.log_prob(z0) - log_det
 
-    def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        return self.sample_with_log_q(x, n)[0]
-
     def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
         # log q comes with the forward pass: no inverse pass through the flow is needed
         return PosteriorDraws(*self.sample_with_log_q(x, n))
 
-    def log_q(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def log_q_by_inversion(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log q(z|x) for any z (n, batch, latent_dim), by inverting the flow."""
         q0, h = self.base(x)
         log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
         for step in reversed(self.steps):
@@ -154,9 +152,5 @@ class IAF(Method):
             log_det = log_det + step_log_det
         return q0.log_prob(z) - log_det
 
-    def elbo(self, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
-        z, log_q = self.sample_with_log_q(x, n_samples)
-        return (self.log_joint(z, x) - log_q).mean(0)
-
     def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"model": -self.elbo(batch, 1).mean()}
+        return {"model": -self.objective(batch).mean()}

@@ -40,12 +40,6 @@ class VAE(Method):
         z = q.rsample((n,))
         return PosteriorDraws(z, q.log_prob(z))
 
-    def sample_posterior(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        return self.encode(x).rsample((n,))
-
-    def log_q(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x).log_prob(z)
-
     def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         q = self.encode(batch)
         z = q.rsample()

@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> dict[str, float | int | str]:
     mm_before = layer_matmul_gflops(method.decoder.net, rows)
     initial = _posterior_start(method, x, 512) if args.initial == "posterior" else None
     # Warm-up run (allocator, kernels), then the timed run.
-    ais_log_likelihood(method.decoder, x, args.latent_dim, n_chains=args.chains, n_steps=3,
+    ais_log_likelihood(method, x, n_chains=args.chains, n_steps=3,
                        leapfrog_steps=args.leapfrog, initial=initial, pilot_steps=2, seed=0)
     synchronize(device)
     tic = time.perf_counter()
-    result = ais_log_likelihood(method.decoder, x, args.latent_dim, n_chains=args.chains, n_steps=args.steps,
+    result = ais_log_likelihood(method, x, n_chains=args.chains, n_steps=args.steps,
                                 leapfrog_steps=args.leapfrog, initial=initial, seed=0, progress=True)
     synchronize(device)
     seconds = time.perf_counter() - tic
