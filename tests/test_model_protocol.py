@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -295,3 +296,26 @@ def test_a_plugin_with_a_learned_prior_gets_ais_and_is_from_the_same_model(tiny_
         assert abs(wrong.numpy() - exact).mean() > 1.0
     finally:
         METHODS._entries.pop("test-shifted-prior-vae")
+
+
+def test_the_readmes_method_example_runs_through_evaluate(tiny_batch):
+    """The 'Adding a method' code of README.md, as written, registers and evaluates."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Adding a method"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    namespace: dict = {}
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)
+        from vaebench.backbones import Architecture
+
+        method = create_method("my-vae", {"beta": 1.0}, data_shape=(64,), latent_dim=2,
+                               architecture=Architecture(hidden=(16,)))
+        result = evaluate(method, tiny_batch, SMALL, progress=False)
+        assert [c.name for c in result.columns] == ["kl"] and np.isfinite(result.per_example["kl"]).all()
+        losses = method.update(tiny_batch)
+        assert torch.isfinite(losses["model"])
+    finally:
+        METHODS._entries.pop("my-vae", None)
