@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from vaebench.backbones import Architecture
+from vaebench.columns import Column
 from vaebench.config import from_dict
 from vaebench.registry import Registry
 
@@ -18,6 +19,11 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator adding a method to the registry under ``name``."""
 
     def decorate(cls: type[Method]) -> type[Method]:
+        # a declaration that cannot reach a table is refused when the class is defined, not at evaluation
+        if not all(isinstance(c, Column) for c in cls.columns):
+            raise TypeError(f"{name}: columns must be vaebench.columns.Column declarations")
+        if not cls.objective_name.isidentifier():
+            raise TypeError(f"{name}: objective_name must be an identifier, got {cls.objective_name!r}")
         cls.name = name
         return METHODS.register(name)(cls)
 
