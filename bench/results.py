@@ -1,11 +1,12 @@
 """Results in Python: a results folder as pandas frames, for analyses of one's own.
 
-    >>> from vaebench import results
-    >>> res = results.load("results/quick")
-    >>> res.summary()                       # the table's numbers: one row per data set, latent size and method
-    >>> res.tidy()                          # one row per cell and metric: mean and standard error over images
-    >>> res.per_example_frame()             # one row per cell, metric and test image
-    >>> res.paired("iwae-k5", "vae", "log_likelihood_ais")   # iwae-k5 − vae on the same images and seeds
+    from vaebench import results
+
+    res = results.load("results/quick")
+    res.summary()             # the table's numbers: one row per data set, latent size and method
+    res.tidy()                # one row per cell and metric: mean and standard error over images
+    res.per_example_frame()   # one row per cell, metric and test image
+    res.paired("iwae-k5", "vae", "log_likelihood_ais")   # iwae-k5 − vae on the same images and seeds
 
 Built on the report's own functions (:mod:`vaebench.report`), so the numbers are the report's.
 Only the cells of the study as it is now enter; stale records and unreadable files are listed
