@@ -19,6 +19,12 @@ as Keras's do (Glorot-uniform weights, zero biases). Where we differ, and why:
 - Their encoder and decoder are gated MLPs (X ⊙ sigmoid(G)) and q_0 is parameterised by
   log σ²; we use the study's backbone and σ = softplus + a floor (the VAE's encoder), so that
   every method shares the architecture.
+- ``analytic_kl`` (default on, as the suite's VAE): training uses the closed-form
+  KL(q_0(z|x) ‖ N(0, I)), which equals KL(q(z|x) ‖ N(0, I)) exactly because the flow is
+  orthogonal and N(0, I) rotation-invariant (log p(z_T) = log p(z_0) draw by draw). The same
+  ELBO with lower-variance gradients; theirs is the one-draw estimate log q_0(z_0) − log p(z_T)
+  (``analytic_kl = false``). In the ``quick`` setting (3 epochs of 20,000 MNIST images) the
+  one-draw estimate cost the VAE 1.4 and 4.0 nats of validation ELBO (two seeds).
 - The reflection divides by ‖v‖ once (v̂ = v/‖v‖, z − 2 v̂ (v̂ᵀz)) instead of by ‖v‖² after
   forming v vᵀ: the same map, O(D) per draw instead of O(D²).
 
@@ -49,9 +55,15 @@ class HouseholderConfig(FlowVAEConfig):
 
     ``flows``: number T of Householder reflections; the paper's MNIST experiments use T = 1
     and T = 10, its code's configuration T = 1.
+
+    ``analytic_kl``: train with the closed-form KL(q_0(z|x) ‖ N(0, I)), equal to KL(q(z|x) ‖
+    N(0, I)) since the reflections are orthogonal and the prior rotation-invariant: the same
+    ELBO as the one-draw estimate log q_0(z_0) − log p(z_T) of the authors' code (false), with
+    lower-variance gradients, as the VAE's ``analytic_kl``.
     """
 
     flows: int = 1
+    analytic_kl: bool = True
 
 
 def householder_step(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -91,3 +103,13 @@ class HouseholderFlowVAE(FlowVAE):
         for v in self.reflection_vectors(params):
             z = householder_step(z, v)
         return z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+
+    def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The negative one-sample ELBO; with ``analytic_kl`` its KL term in closed form."""
+        if not self.config.analytic_kl:
+            return super().training_step(batch)
+        q0, v1 = self.base(batch)
+        z = self.flow(q0.rsample(), v1)[0]
+        loc, scale = q0.base_dist.loc, q0.base_dist.scale
+        kl = 0.5 * (loc.square() + scale.square() - 1).sum(-1) - scale.log().sum(-1)
+        return {"model": -(self.decoder.log_prob(batch, z) - kl).mean()}

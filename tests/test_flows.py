@@ -192,10 +192,28 @@ def test_posterior_log_q_is_the_change_of_variables_density(name, tiny_batch):
     assert name == "householder" or (log_q - q0.log_prob(z0)).abs().min() > 1e-3
 
 
-@pytest.mark.parametrize("name", FLOWS)
-def test_loss_falls_on_a_tiny_batch(name, tiny_batch):
+def test_householder_analytic_kl_is_the_flowed_posteriors_kl(tiny_batch):
+    """N(0, I) is rotation-invariant and the flow orthogonal, so log p(z_T) = log p(z_0) and
+    log q(z_T) = log q_0(z_0) draw by draw: KL(q ‖ p) = KL(q_0 ‖ p), which training takes in closed form."""
+    method, x = make("householder"), tiny_batch[:6].double()
+    q0, v1 = method.base(x)
+    z0 = q0.sample((5,))
+    z = method.flow(z0, v1)[0]
+    torch.testing.assert_close(method.prior.log_prob(z), method.prior.log_prob(z0), rtol=0, atol=1e-12)
+    loc, scale = q0.base_dist.loc, q0.base_dist.scale
+    closed_form = torch.distributions.kl_divergence(
+        torch.distributions.Normal(loc, scale), torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    torch.manual_seed(3)
+    loss = method.training_step(x)["model"]
+    torch.manual_seed(3)
+    z = method.flow(q0.rsample(), v1)[0]
+    torch.testing.assert_close(loss, -(method.likelihood.log_prob(x, z) - closed_form).mean(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name, params", [("planar", {}), ("householder", {}), ("householder", {"analytic_kl": False})])
+def test_loss_falls_on_a_tiny_batch(name, params, tiny_batch):
     torch.manual_seed(0)
-    method = create_method(name, {"flows": 2}, data_shape=(8, 8), latent_dim=D)
+    method = create_method(name, {"flows": 2, **params}, data_shape=(8, 8), latent_dim=D)
     assert method.objective_name == "elbo"
     assert_loss_falls(losses_over_steps(method, tiny_batch, 20, "model"))
 
