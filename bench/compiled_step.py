@@ -13,8 +13,11 @@ the dispatcher and autograd's bookkeeping take about as long as the arithmetic.
 
 The rules below update those optimizers' own state tensors and the model's parameters in
 place, so a checkpoint holds the same things whichever way the steps ran, and a run may
-resume either way. Random draws use aten's generators (``fallback_random``), so a seed gives
-the same noise as an eager step; only floating-point rounding differs.
+resume either way. Buffers that :meth:`Method.training_step` changes in place (declared in
+:attr:`Method.mutable_buffers`, such as a KL warm-up's step count) enter both compiled forms
+as copies, written back after the gradients are taken. Random draws use aten's generators
+(``fallback_random``), so a seed gives the same noise as an eager step; only floating-point
+rounding differs.
 """
 
 from __future__ import annotations
@@ -40,14 +43,39 @@ def compiled_losses_update(method: Method) -> Callable[[torch.Tensor], Losses]:
 
     # aten's random kernels, not inductor's: the same seed gives the same noise as eager
     inductor_config.fallback_random = True
-    losses_of = torch.compile(method.training_step)
+    if not method.mutable_buffers:
+        losses_of = torch.compile(method.training_step)
 
-    def update(batch: torch.Tensor) -> Losses:
-        losses = losses_of(batch)
+        def update(batch: torch.Tensor) -> Losses:
+            losses = losses_of(batch)
+            method.apply_losses(losses)
+            return {k: v.detach() for k, v in losses.items()}
+
+        return update
+
+    # A buffer the step updates in place (Method.mutable_buffers) enters the compiled losses as a
+    # copy, written back after the backward pass: AOTAutograd's backward may recompute from a
+    # graph input instead of saving, and an input changed in place in the forward gave it the
+    # changed value (a KL warm-up's backward took the next step's weight).
+    module = _TrainingStep(method)
+    buffers = {f"method.{name}": method.get_buffer(name) for name in method.mutable_buffers}
+
+    def losses_with_copies(batch: torch.Tensor, buffers: dict[str, torch.Tensor]
+                           ) -> tuple[Losses, dict[str, torch.Tensor]]:
+        copies = {name: b.clone() for name, b in buffers.items()}
+        return torch.func.functional_call(module, copies, (batch,)), copies
+
+    compiled = torch.compile(losses_with_copies)
+
+    def update_buffers(batch: torch.Tensor) -> Losses:
+        losses, updated = compiled(batch, buffers)
         method.apply_losses(losses)
+        with torch.no_grad():
+            for name, value in updated.items():
+                buffers[name].copy_(value)
         return {k: v.detach() for k, v in losses.items()}
 
-    return update
+    return update_buffers
 
 
 class _Rule:
@@ -190,6 +218,7 @@ class CompiledStep:
             self._rules[group] = RULES[type(optimizer)](optimizer, params)
         # in-place updates keep every tensor's identity, so these lists stay valid for the run
         self._params = {name: p.detach() for name, p in self._module.named_parameters()}
+        self._buffers = {f"method.{name}": self.method.get_buffer(name) for name in self.method.mutable_buffers}
         self._states = {group: rule.tensors() for group, rule in self._rules.items()}
         # on the CPU, inductor's C++ wrapper saves the Python that calls the kernels (0.79 against
         # 0.88 ms per burda2016 VAE step, timed once while another run held the other core)
@@ -197,9 +226,15 @@ class CompiledStep:
         self._compiled = torch.compile(self._step, dynamic=False,
                                        options={"fallback_random": True, "cpp_wrapper": on_cpu})
 
-    def _step(self, batch: torch.Tensor, params: dict[str, torch.Tensor],
+    def _step(self, batch: torch.Tensor, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
               states: dict[str, list[dict[str, torch.Tensor]]], scalars: dict[str, list[torch.Tensor]]) -> Losses:
-        losses, pullback = torch.func.vjp(lambda p: torch.func.functional_call(self._module, p, (batch,)), params)
+        def losses_of(p: dict[str, torch.Tensor]) -> tuple[Losses, dict[str, torch.Tensor]]:
+            # torch.func forbids changing a captured tensor: the buffers the step updates in place
+            # (Method.mutable_buffers) enter as copies made here, written back below
+            copies = {name: b.clone() for name, b in buffers.items()}
+            return torch.func.functional_call(self._module, {**p, **copies}, (batch,)), copies
+
+        losses, pullback, updated = torch.func.vjp(losses_of, params, has_aux=True)
         grads = {}
         for group in self._groups:
             cotangent = {k: torch.ones_like(v) if k == group else torch.zeros_like(v) for k, v in losses.items()}
@@ -209,6 +244,8 @@ class CompiledStep:
             for group, rule in self._rules.items():
                 rule.apply([params[name] for name in self._groups[group]], grads[group], states[group],
                            scalars[group])
+            for name, value in updated.items():
+                buffers[name].copy_(value)
         return {k: v.detach() for k, v in losses.items()}
 
     def __call__(self, batch: torch.Tensor) -> Losses:
@@ -217,7 +254,7 @@ class CompiledStep:
                 return self.method.update(batch)
             self._build()
         scalars = {group: rule.scalars() for group, rule in self._rules.items()}
-        return self._compiled(batch, self._params, self._states, scalars)
+        return self._compiled(batch, self._params, self._buffers, self._states, scalars)
 
 
 def compiled_update(method: Method, mode: Any) -> Callable[[torch.Tensor], Losses]:

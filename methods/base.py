@@ -67,6 +67,9 @@ class Method(nn.Module):
     columns: ClassVar[tuple[Column, ...]] = ()
     #: the name under which :meth:`objective` is logged (``valid_<name>``); say what it is
     objective_name: ClassVar[str] = "elbo"
+    #: names (as in ``state_dict``) of the buffers :meth:`training_step` updates in place, such as
+    #: a KL warm-up's step count; the compiled steps (``compile = true``, ``"step"``) carry them
+    mutable_buffers: tuple[str, ...] = ()
 
     def __init__(self, config: MethodConfig, *, data_shape: tuple[int, ...], latent_dim: int,
                  architecture: Architecture | None = None) -> None:
