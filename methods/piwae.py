@@ -45,8 +45,9 @@ class PIWAE(ImportanceWeightedVariant):
     Rainforth, Kosiorek, Le, Maddison, Igl, Wood & Teh, "Tighter Variational Bounds are Not
     Necessarily Better", ICML 2018, section 5: a tighter bound helps the generative network but
     lowers the signal-to-noise ratio of the inference network's gradient, so PIWAE gives each its
-    own target from one set of M·K draws, shape (M·K, batch, latent): the M·K-sample IWAE bound
-    for the generative network, MIWAE(M, K) of the same log-weights for the inference network.
+    own target: the M·K-sample IWAE bound for the generative network, MIWAE(M, K) for the
+    inference network. Both come from one set of M·K draws, shape (M·K, batch, latent), split
+    into M groups of K for MIWAE (pythae shares the draws the same way): one decoder pass.
     Two parameter groups, ``inference`` (the encoder) and ``generative`` (every other parameter),
     each with its own optimizer and loss, as AVB's model and adversary
     (:meth:`Method.apply_losses` backpropagates each loss into its own group only).
