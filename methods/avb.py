@@ -122,7 +122,7 @@ class AdversarialMethod(Method):
         raise NotImplementedError
 
     # --- shared ---------------------------------------------------------------------------------
-    def objective(self, x: torch.Tensor, t: AdversarialTerms, t_q: torch.Tensor) -> torch.Tensor:
+    def draw_objective(self, x: torch.Tensor, t: AdversarialTerms, t_q: torch.Tensor) -> torch.Tensor:
         """Per draw and example: log p(x|z) + log p(z) − log r(z|x) − T(x, u), the ELBO at T = T*."""
         return self.decoder.log_prob(x, t.z) + t.log_p_over_r - t_q
 
@@ -139,7 +139,7 @@ class AdversarialMethod(Method):
         # x-branches of T are shared by the posterior and the prior side.
         features = self.adversary.x_features(batch)
         t_q = self.adversary.score(features, t.u)
-        elbo = self.objective(batch, t, t_q)
+        elbo = self.draw_objective(batch, t, t_q)
         return {"model": -elbo.mean(), "adversary": self.adversary_loss(features, t_q),
                 "T_posterior": t_q.mean()}
 
