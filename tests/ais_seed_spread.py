@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_ais import (LinearGaussian, _bernoulli_ll, bernoulli_sampler_for,  # noqa: E402
-                      grid_log_marginal, make_bernoulli_2d)
+from test_ais import LinearGaussian, bernoulli_model, grid_log_marginal, make_bernoulli_2d  # noqa: E402
 
 from vaebench.ais import Gaussian, ais_log_likelihood, bdmc, pilot  # noqa: E402
 
@@ -41,15 +40,15 @@ def bern_net():
 def frozen(s, n=64, T=100):
     model, z, x = lg_data(n)
     start = Gaussian(z + 0.1, 0.05 * torch.eye(model.latent_dim, device=dev).expand(n, -1, -1))
-    steps, _ = pilot(model.log_likelihood, x, model.latent_dim, n_steps=20, leapfrog_steps=5, initial=start, seed=3 + 100 * s)
-    r = ais_log_likelihood(model.log_likelihood, x, model.latent_dim, n_chains=16, n_steps=T, leapfrog_steps=5,
-                           initial=start, step_sizes=steps, seed=4 + 100 * s)
+    steps, _ = pilot(model, x, n_steps=20, leapfrog_steps=5, initial=start, seed=3 + 100 * s)
+    r = ais_log_likelihood(model, x, n_chains=16, n_steps=T, leapfrog_steps=5, initial=start, step_sizes=steps,
+                           seed=4 + 100 * s)
     return {"error": (r.log_likelihood.double() - model.exact(x)).mean().item()}
 
 
 def closed(s, n=32, T=1000):
     model, z, x = lg_data(n)
-    r = ais_log_likelihood(model.log_likelihood, x, model.latent_dim, n_chains=16, n_steps=T, leapfrog_steps=10, seed=1 + 100 * s)
+    r = ais_log_likelihood(model, x, n_chains=16, n_steps=T, leapfrog_steps=10, seed=1 + 100 * s)
     return {"error": (r.log_likelihood.double() - model.exact(x)).mean().item()}
 
 
@@ -58,7 +57,7 @@ def initial(s, n=32, T=300):
     start = torch.distributions.Normal(z + 0.3, torch.full_like(z, 0.5))
     from vaebench.metrics import Proposal
     init = Proposal(lambda k: start.sample((k,)), lambda w: start.log_prob(w).sum(-1))
-    r = ais_log_likelihood(model.log_likelihood, x, model.latent_dim, n_chains=16, n_steps=T, initial=init, seed=2 + 100 * s)
+    r = ais_log_likelihood(model, x, n_chains=16, n_steps=T, initial=init, seed=2 + 100 * s)
     return {"error": (r.log_likelihood.double() - model.exact(x)).mean().item()}
 
 
@@ -68,13 +67,13 @@ def quad(s, n=32, T=500):
     with torch.no_grad():
         x = torch.bernoulli(torch.sigmoid(net(torch.randn(n, 2, device=dev))))
         e = grid_log_marginal(net, x)
-    r = ais_log_likelihood(_bernoulli_ll(net), x, 2, n_chains=16, n_steps=T, leapfrog_steps=10, seed=4 + 100 * s)
+    r = ais_log_likelihood(bernoulli_model(net), x, n_chains=16, n_steps=T, leapfrog_steps=10, seed=4 + 100 * s)
     return {"error": (r.log_likelihood.double() - e).mean().item()}
 
 
 def bdmc_bern(s, n=32, c=16, T=10):
     net = bern_net()
-    r = bdmc(_bernoulli_ll(net), bernoulli_sampler_for(net), 2, n, n_chains=c, n_steps=T, seed=6 + 100 * s, device=dev)
+    r = bdmc(bernoulli_model(net), n, n_chains=c, n_steps=T, seed=6 + 100 * s)  # on the net's device
     with torch.no_grad():
         e = grid_log_marginal(net, r.x)
     return {"lower": (r.lower.double() - e).mean().item(), "upper": (r.upper.double() - e).mean().item(), "gap": float(r.gap)}
@@ -82,7 +81,7 @@ def bdmc_bern(s, n=32, c=16, T=10):
 
 def bdmc_lg(s, n=64, c=16, T=100):
     model = LinearGaussian(device=dev)
-    r = bdmc(model.log_likelihood, model.sample_x, model.latent_dim, n, n_chains=c, n_steps=T, seed=5 + 100 * s, device=dev)
+    r = bdmc(model, n, n_chains=c, n_steps=T, seed=5 + 100 * s)  # on the device of the model's prior
     e = model.exact(r.x)
     return {"lower": (r.lower.double() - e).mean().item(), "upper": (r.upper.double() - e).mean().item(), "gap": float(r.gap)}
 
@@ -101,9 +100,9 @@ def vae(s, n=16, T=300):
         m = m.to(dev)
         x = data.test.to(dev)
         with torch.no_grad():
-            _vae[n] = m, x, grid_log_marginal(m.decoder.logits, x, half_width=6.0, n=401)
+            _vae[n] = m, x, grid_log_marginal(m.likelihood.logits, x, half_width=6.0, n=401)
     m, x, e = _vae[n]
-    r = ais_log_likelihood(m.decoder, x, 2, n_chains=16, n_steps=T, leapfrog_steps=5, seed=8 + 100 * s)
+    r = ais_log_likelihood(m, x, n_chains=16, n_steps=T, leapfrog_steps=5, seed=8 + 100 * s)
     return {"error": (r.log_likelihood.double() - e).mean().item()}
 
 

@@ -10,7 +10,8 @@ import torch
 from helpers import assert_loss_falls, losses_over_steps, train_one_epoch
 from vaebench.errors import ConfigError
 from vaebench.methods import create_method, method_config
-from vaebench.metrics import importance_sampled_log_likelihood
+from vaebench.metrics import elbo, importance_sampled_log_likelihood
+from vaebench.model import log_joint
 
 
 def make(**params) -> torch.nn.Module:
@@ -55,33 +56,45 @@ def test_update_is_reconstruction_then_discriminator_then_generator(tiny_batch):
 
 def test_deterministic_posterior_is_a_point_mass_with_nan_elbo(tiny_batch):
     aae = make()
-    z = aae.sample_posterior(tiny_batch, 3)
+    z, log_q = aae.posterior(tiny_batch, 3)
     assert z.shape == (3, 32, 4)
     assert torch.equal(z[0], z[2])
     assert not aae.has_density
-    assert torch.isnan(aae.elbo(tiny_batch)).all()
-    with pytest.raises(NotImplementedError):
-        aae.log_q(z, tiny_batch)
+    assert torch.isnan(elbo(aae, tiny_batch)).all()
+    # a point mass has no density: the posterior returns none
+    assert log_q is None
+    assert torch.isnan(importance_sampled_log_likelihood(aae, tiny_batch, 10)).all()
+    # whether q has a density follows the configuration; it cannot be set on an instance
+    with pytest.raises(AttributeError):
+        aae.has_density = True
 
 
 def test_posterior_noise_gives_a_gaussian_density_around_the_code(tiny_batch):
     aae = make(posterior_noise_std=0.5)
     assert aae.has_density
-    z = aae.sample_posterior(tiny_batch, 4)
+    z, log_q = aae.posterior(tiny_batch, 4)
+    assert not torch.equal(z[0], z[1])
     expected = torch.distributions.Normal(aae.encoder(tiny_batch), 0.5).log_prob(z).sum(-1)
-    torch.testing.assert_close(aae.log_q(z, tiny_batch), expected)
+    torch.testing.assert_close(log_q, expected)
     log_px = importance_sampled_log_likelihood(aae, tiny_batch, 10)
-    assert torch.isfinite(aae.elbo(tiny_batch)).all() and torch.isfinite(log_px).all()
+    assert torch.isfinite(elbo(aae, tiny_batch)).all() and torch.isfinite(log_px).all()
 
 
 def test_gaussian_encoder_elbo_uses_its_density(tiny_batch):
     aae = make(encoder="gaussian")
     assert aae.has_density
     torch.manual_seed(2)
-    z = aae.sample_posterior(tiny_batch, 2)
-    expected = (aae.log_joint(z, tiny_batch) - aae.encoder(tiny_batch).log_prob(z)).mean(0)
+    z, log_q = aae.posterior(tiny_batch, 2)
+    torch.testing.assert_close(log_q, aae.encoder(tiny_batch).log_prob(z))
+    expected = (log_joint(aae, z, tiny_batch) - aae.encoder(tiny_batch).log_prob(z)).mean(0)
     torch.manual_seed(2)
-    torch.testing.assert_close(aae.elbo(tiny_batch, 2), expected)
+    torch.testing.assert_close(elbo(aae, tiny_batch, 2), expected)
+
+
+def test_objective_is_the_reconstruction_log_likelihood_at_the_code(tiny_batch):
+    aae = make(posterior_noise_std=0.5)  # evaluation's noise never enters the training objective
+    expected = aae.likelihood.log_prob(tiny_batch, aae.encoder(tiny_batch))
+    torch.testing.assert_close(aae.objective(tiny_batch), expected)
 
 
 def test_noise_with_gaussian_encoder_is_refused():
@@ -94,3 +107,6 @@ def test_one_mnist_epoch_is_finite(mnist_500):
     aae = create_method("aae", {}, data_shape=mnist_500.image_shape, latent_dim=8)
     (record,) = train_one_epoch(aae, mnist_500)
     assert all(math.isfinite(record[f"train_{k}"]) for k in ("reconstruction", "discriminator", "generator"))
+    # validation logs the AAE's own objective, the reconstruction log-likelihood, not an ELBO
+    assert aae.objective_name == "recon_log_likelihood"
+    assert math.isfinite(record["valid_recon_log_likelihood"]) and "valid_elbo" not in record

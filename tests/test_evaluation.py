@@ -2,8 +2,9 @@
 
 The model: a Bernoulli decoder over 64 pixels with a 2-D latent, so that log p(x), the
 posterior and every expectation under a Gaussian q(z|x) can be computed on a grid. Its
-"encoder" is a Gaussian moment-matched to the exact posterior (sd widened by 1.2), with a
-density, or flagged as implicit (no density) to exercise the other set of columns.
+posterior is a Gaussian moment-matched to the exact posterior (sd widened by 1.2), with a
+density, or flagged as implicit (no density) to exercise the other set of columns. It is a
+:class:`vaebench.model.Model` assembled from a VAE's prior and likelihood and that posterior.
 The evaluations run on the ``device`` fixture (``pytest --device cuda``).
 """
 
@@ -16,11 +17,12 @@ import pytest
 import torch
 from torch import nn
 
+from vaebench.columns import Column
 from vaebench.config import from_dict
 from vaebench.errors import ConfigError
 from vaebench.evaluation import EvalConfig, evaluate
 from vaebench.methods import create_method
-from vaebench.methods.base import PosteriorDraws, bernoulli_log_prob
+from vaebench.model import LatentVariableModel, Model, PosteriorDraws
 
 HALF_WIDTH, POINTS = 6.0, 241
 
@@ -33,11 +35,10 @@ def _grid(device: torch.device) -> tuple[torch.Tensor, float]:
 class GridModel:
     """Exact quantities per example on the grid, and a Gaussian q(z|x) near the posterior."""
 
-    def __init__(self, method) -> None:
-        self.method = method
-        self.z, self.log_cell = _grid(next(method.parameters()).device)
+    def __init__(self, likelihood) -> None:
+        self.z, self.log_cell = _grid(next(likelihood.parameters()).device)
         with torch.no_grad():
-            self.logits = method.decoder.logits(self.z.float()).double()
+            self.logits = likelihood.logits(self.z.float()).double()
 
     def log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x, z) on the grid, (B, G)."""
@@ -65,23 +66,22 @@ class GridModel:
 
 def _model(has_density: bool, device: torch.device):
     torch.manual_seed(1)
-    method = create_method("vae", {}, data_shape=(64,), latent_dim=2)
+    vae = create_method("vae", {}, data_shape=(64,), latent_dim=2)  # only its prior and likelihood are used
     net = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 64))
     with torch.no_grad():
         net[0].weight.mul_(1.5)
         net[2].weight.mul_(2.0)
-    method.decoder.net = net
-    method.to(device)
-    grid = GridModel(method)
+    vae.likelihood.net = net
+    vae.to(device)
+    grid = GridModel(vae.likelihood)
 
     def posterior(x: torch.Tensor, n: int = 1) -> PosteriorDraws:
         q = grid.q(x)
         z = q.sample((n,))
         return PosteriorDraws(z, q.log_prob(z) if has_density else None)
 
-    method.posterior = posterior
-    method.sample_posterior = lambda x, n=1: posterior(x, n).z
-    method.has_density = has_density
+    method = Model(vae.prior, vae.likelihood, posterior, has_density=has_density)
+    assert isinstance(method, LatentVariableModel) and method.latent_dim == 2
     torch.manual_seed(3)
     with torch.no_grad():
         test = torch.bernoulli(torch.sigmoid(net(torch.randn(10, 2, device=device))))
@@ -99,6 +99,10 @@ SETTINGS = dict(examples=6, is_samples=20_000, ais_steps=100, ais_chains=128, ai
                 quadrature=True)
 
 
+#: the implicit run's diagnostic, as its model declares it
+PROBE = Column("probe", "the number of pixels that are on: a diagnostic the test model declares")
+
+
 def _numpy(values: torch.Tensor) -> np.ndarray:
     return values.cpu().numpy()
 
@@ -114,6 +118,7 @@ def density_run(device: torch.device):
 def implicit_run(device: torch.device):
     method, grid, test = _model(has_density=False, device=device)
     method.diagnostics = lambda x: {"probe": x.sum(-1)}
+    method.columns = (PROBE,)
     torch.manual_seed(0)
     return evaluate(method, test, EvalConfig(**SETTINGS, full_test_is_samples=5000), progress=False), grid, test
 
@@ -166,9 +171,21 @@ def test_implicit_posterior_columns(implicit_run) -> None:
     assert run.summary["ais_prior_start"] == 1  # implicit posteriors: AIS from the prior
     assert abs((run.per_example["log_likelihood_ais"] - exact).mean()) < 0.05
     assert np.all(run.per_example["posterior_sd_median"] > 0)
-    # the diagnostics hook is stored like any other column
+    # the diagnostics hook is stored like any other column, and its declaration with the evaluation
     np.testing.assert_allclose(run.per_example["probe"], _numpy(x.sum(-1)))
     assert run.summary["probe"] == pytest.approx(x.sum(-1).mean().item())
+    assert run.columns == (PROBE,)
+
+
+@pytest.mark.parametrize(("returned", "declared"), [({"probe"}, ()), (set(), (PROBE,)),
+                                                    ({"probe", "other"}, (PROBE,))])
+def test_diagnostics_must_match_the_declared_columns(device: torch.device, returned, declared) -> None:
+    method, _, test = _model(has_density=True, device=device)
+    method.diagnostics = lambda x: {name: x.sum(-1) for name in returned}
+    method.columns = declared
+    config = EvalConfig(examples=2, is_samples=0, moment_samples=8, ais_steps=0)
+    with pytest.raises(ValueError, match="declare"):
+        evaluate(method, test, config, progress=False)
 
 
 def test_deterministic_encoder_gets_infinite_kl_bound_and_ais_from_the_prior(device: torch.device) -> None:
