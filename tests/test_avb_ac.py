@@ -75,7 +75,8 @@ def test_posterior_moments_are_in_closed_form():
         torch.testing.assert_close(mean, exact_mean)
         torch.testing.assert_close(var, exact_var)
         # and the draws have these moments: 20,000 draws, within 4 standard errors
-        z = method.sample_posterior(x, 20000)
+        z, log_q = method.posterior(x, 20000)
+    assert log_q is None and not method.has_density  # an implicit posterior: draws only
     assert ((z.mean(0) - exact_mean).abs() < 4 * (exact_var / 20000).sqrt()).all()
     assert ((z.var(0) / exact_var - 1).abs() < 4 * math.sqrt(2 / 20000)).all()
 

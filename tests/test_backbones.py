@@ -68,7 +68,9 @@ def test_every_method_builds_and_steps_on_the_conv_backbone(images, name):
     method = create_method(name, {}, data_shape=MNIST_SHAPE, latent_dim=4, architecture=Architecture(backbone="conv"))
     losses = method.update(images[:2])
     assert all(torch.isfinite(v) for v in losses.values())
-    assert method.sample_posterior(images[:2], 3).shape == (3, 2, 4)
+    # (draws, batch, the model's latent size): a hierarchy of latent layers is one longer vector
+    assert method.posterior(images[:2], 3).z.shape == (3, 2, method.latent_dim)
+    assert method.prior.latent_dim == method.latent_dim
 
 
 def test_glorot_init_is_uniform_within_the_glorot_bound_with_zero_biases():

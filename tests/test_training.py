@@ -177,6 +177,28 @@ def test_every_method_trains_a_few_steps_on_the_device(name, mnist_small, device
     assert any(not torch.equal(a, p) for a, p in zip(before, method.parameters()))
 
 
+#: what each method's validation objective is, by the name it is logged under
+OBJECTIVES = {"vae": "elbo", "iaf": "elbo", "iwae": "iwae_bound", "avb": "adversary_elbo_estimate",
+              "avb-ac": "adversary_elbo_estimate", "aae": "recon_log_likelihood"}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_logs_its_validation_objective_under_its_own_name(name, mnist_small):
+    """valid_<objective_name>, and only that: an IWAE bound or an adversary's estimate is never
+    logged as valid_elbo."""
+    torch.manual_seed(0)
+    method = create_method(name, {}, data_shape=mnist_small.image_shape, latent_dim=4,
+                           architecture=Architecture(hidden=(50,)))
+    if name in OBJECTIVES:
+        assert method.objective_name == OBJECTIVES[name]
+    result = train(method, mnist_small, TrainConfig(epochs=1, batch_size=100, valid_batch_size=250), seed=0,
+                   dynamic_binarization=True, progress=False)
+    (record,) = result.history
+    assert [k for k in record if k.startswith("valid_")] == [f"valid_{method.objective_name}"]
+    assert math.isfinite(record[f"valid_{method.objective_name}"])
+    assert ("valid_elbo" in record) == (method.objective_name == "elbo")
+
+
 def test_a_run_writing_to_a_log_prints_progress_lines_and_a_short_one_none(mnist_small, monkeypatch, capsys):
     import vaebench.training as training
 
