@@ -42,7 +42,7 @@ def test_a_new_method_is_one_decorated_class():
     try:
         model = create_method("test-tiny-vae", {"extra": 5}, data_shape=(4,), latent_dim=2)
         assert isinstance(model, TinyVAE) and model.config.extra == 5 and model.name == "test-tiny-vae"
-        assert model.sample_posterior(torch.rand(3, 4), 2).shape == (2, 3, 2)
+        assert model.posterior(torch.rand(3, 4), 2).z.shape == (2, 3, 2)
     finally:
         METHODS._entries.pop("test-tiny-vae")
 
