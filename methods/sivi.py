@@ -112,9 +112,11 @@ class SIVI(Method):
       independently from q(ψ|x) (the authors' ``merge = 1``: the ψ that made z is among the
       K + 1 kernels):
       L_K = E[log p(x, z) − log((1/(K+1)) Σ_{k=0..K} N(z; ψ^(k), σ²))];
-      gradients flow through every ψ^(k) and through z, as in their graph. By the paper's
-      Theorem 1, L_0 = E log p(x, z)/q(z|ψ), L_K ≤ L_{K+1} ≤ ELBO of the semi-implicit q, and
-      L_K → ELBO as K → ∞; so L_K ≤ log p(x). Training and validation
+      gradients flow through every ψ^(k) and through z, as in their graph. L_0 is the paper's
+      lower bound E log p(x, z)/q(z|ψ); L_K lies below the ELBO of the semi-implicit q (so
+      below log p(x)), does not decrease with K, and tends to the ELBO as K → ∞ (the paper's
+      Theorem 1; tests/test_sivi.py checks the order L_0 < L_1 < L_10 < L_100 ≤ ELBO against
+      the exact ELBO of a finite mixture). Training and validation
       (``valid_sivi_bound``) use K = ``mixing_samples`` and one z per example (the authors'
       ``K = 1`` importance sample).
 
