@@ -204,10 +204,12 @@ class _CallableLikelihood:
         raise NotImplementedError("a callable log-likelihood has no mean")
 
 
-def model_from_log_likelihood(log_likelihood: LogLikelihood, latent_dim: int) -> Model:
-    """A model with prior N(0, I) over ``latent_dim`` dimensions and the given log p(x|z), for AIS
-    on a decoder outside the registry."""
-    return Model(StandardNormal(latent_dim), _CallableLikelihood(log_likelihood), has_density=False)
+def model_from_log_likelihood(log_likelihood: LogLikelihood, latent_dim: int, *,
+                              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Model:
+    """A model with prior N(0, I) over ``latent_dim`` dimensions (on ``device``, in ``dtype``: where
+    the chains start) and the given log p(x|z), for AIS on a decoder outside the registry."""
+    prior = StandardNormal(latent_dim).to(device=device, dtype=dtype)
+    return Model(prior, _CallableLikelihood(log_likelihood), has_density=False)
 
 
 @contextlib.contextmanager

@@ -34,7 +34,8 @@ class StandardNormal(nn.Module):
         return self.log_prob(z), -z
 
     def sample(self, *shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(*shape, self.latent_dim, device=self._anchor.device, generator=generator)
+        return torch.randn(*shape, self.latent_dim, device=self._anchor.device, dtype=self._anchor.dtype,
+                           generator=generator)
 
 
 def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -112,10 +112,6 @@ def test_prior_bin_mass_matches_the_standard_normal_cdf():
     assert (mass[:-1] - exact[:-1]).abs().sum() < 2e-5
 
 
-@pytest.mark.xfail(strict=True, reason="prior_bin_mass takes the overflow bin as 1 − (midpoint mass inside), "
-                   "which rounding and discretisation error (~1e-8) make ≤ 0 and the clamp sets to 0, "
-                   "where the prior's mass outside [−6, 6]² is 3.9e-9: any posterior draw outside the box "
-                   "then makes aggregate_kl infinite")
 def test_aggregate_kl_is_finite_when_draws_leave_the_box():
     """A posterior wider than the prior puts draws outside [−6, 6]² (0.36% here). They fall in the
     overflow bin, whose prior mass is small but positive, so the binned KL is finite; its exact
