@@ -52,3 +52,10 @@ def test_method_hyperparameters_are_checked():
         method_config("vae", {"lrr": 0.1})
     with pytest.raises(ConfigError, match="lr must be positive"):
         method_config("vae", {"lr": -1.0})
+
+
+@pytest.mark.parametrize("attrs", [{"columns": ("widget",)}, {"objective_name": "not a name"}])
+def test_a_method_with_undeclarable_columns_or_objective_is_refused_at_registration(attrs):
+    with pytest.raises(TypeError):
+        register("test-bad-declaration")(type("Bad", (VAE,), attrs))
+    assert "test-bad-declaration" not in list_methods()
