@@ -139,15 +139,17 @@ class VampPrior(nn.Module):
 
     @staticmethod
     def _log_components(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """log N(z_n; μ_k, σ_k²) for rows z (N, D): shape (N, K), float64; and 1/σ², μ/σ² (K, D)."""
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log N(z_n; μ_k, σ_k²) for rows z (N, D): shape (N, K), float64; and [μ/σ², 1/σ²] (K, 2D)."""
         z, loc, scale = z.double(), loc.double(), scale.double()
         precision = scale.pow(-2)
         scaled_loc = loc * precision
-        # Σ_d (z_d − μ_kd)² / σ_kd², expanded into matrix products (float64: see the module docstring)
-        distance = z.square() @ precision.T - 2 * z @ scaled_loc.T + (loc * scaled_loc).sum(-1)
-        const = -scale.log().sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
-        return const - 0.5 * distance, precision, scaled_loc
+        const = -scale.log().sum(-1) - 0.5 * z.shape[-1] * LOG_2PI - 0.5 * (loc * scaled_loc).sum(-1)
+        # Σ_d (z_d − μ_kd)²/σ_kd² = Σ_d z_d²/σ_kd² − 2 z_d μ_kd/σ_kd² + μ_kd²/σ_kd², the first two
+        # terms as one matrix product (float64: see the module docstring)
+        weights = torch.cat([precision, -2 * scaled_loc], -1).T
+        log_components = torch.addmm(const, torch.cat([z.square(), z], -1), weights, alpha=-0.5)
+        return log_components, torch.cat([scaled_loc, precision], -1)
 
     def _row_chunks(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """z's rows (N, latent_dim) in chunks of at most _MAX_ELEMENTS // K rows: one chunk for
@@ -169,11 +171,14 @@ class VampPrior(nn.Module):
             loc, scale = self.component_parameters()
             values, grads = [], []
             for rows in self._row_chunks(z):
-                log_components, precision, scaled_loc = self._log_components(rows, loc, scale)
-                log_norm = torch.logsumexp(log_components, -1, keepdim=True)
-                responsibility = (log_components - log_norm).exp()
-                grads.append(responsibility @ scaled_loc - rows.double() * (responsibility @ precision))
-                values.append(log_norm.squeeze(-1))
+                log_components, moments = self._log_components(rows, loc, scale)
+                top = log_components.amax(-1, keepdim=True)
+                weights = (log_components - top).exp_()  # one exp for the value and the responsibilities
+                total = weights.sum(-1, keepdim=True)
+                # Σ_k r_k μ_k/σ_k² and Σ_k r_k/σ_k², from one matrix product
+                mean_scaled_loc, mean_precision = (weights.div_(total) @ moments).chunk(2, -1)
+                grads.append(mean_scaled_loc - rows.double() * mean_precision)
+                values.append((top + total.log()).squeeze(-1))
             value = torch.cat(values) - math.log(self.components)
             return value.to(z.dtype).reshape(z.shape[:-1]), torch.cat(grads).to(z.dtype).reshape(z.shape)
 
