@@ -31,9 +31,9 @@ Where we differ, and why:
 - Encoder and decoder are the suite's shared backbone (the decoder is every method's), not
   their gated dense layers with He init; the encoder's σ is the VAE's softplus + 1e-4 floor,
   not their log-variance clipped by hardtanh to [−6, 2].
-- KL warm-up: their training ramps the KL weight linearly over 100 epochs (``warmup``); here
-  training is the VAE's training step, with whatever KL weighting the VAE's options give (by
-  default none: the plain ELBO).
+- KL warm-up: their training ramps the KL weight linearly over 100 epochs (``warmup``). Here
+  it is the VAE's option ``kl_warmup_steps`` (per optimizer step, see
+  :mod:`vaebench.methods.kl_weight`), off by default: the plain ELBO, as every method's.
 - Sampling from the prior draws a component uniformly and then z from it (the mixture
   itself); their ``generate_x`` takes the first N pseudo-inputs' components, for pictures.
 - log p(z) computes the squared distances Σ_d (z_d − μ_kd)²/σ_kd² for all draws and
@@ -87,8 +87,8 @@ class VampPriorConfig(VAEConfig):
     ``pseudo_input_std``: standard deviation of the random init, and of the noise added to
     training images by the data init (the authors' 0.01 for both).
 
-    ``analytic_kl`` (inherited from the VAE) does not apply: the KL between a Gaussian and a
-    mixture has no closed form, so it is estimated at the draw and this must stay False.
+    ``analytic_kl`` (inherited from the VAE): must stay false; the KL between a Gaussian q(z|x)
+    and the mixture prior has no closed form, so it is estimated at the draw.
     """
 
     analytic_kl: bool = False

@@ -155,20 +155,13 @@ def trained_on_toy(device: torch.device, steps: int = 300):
     with the authors' linear KL warm-up over the first half (without it the posterior stays
     collapsed for the first few hundred steps and the prior is one blob)."""
     method = make(components=8, dtype=torch.float32, spread=False, pseudo_input_init="data",
-                  architecture=Architecture(hidden=(32, 32), activation="elu"))
+                  kl_warmup_steps=steps // 2, architecture=Architecture(hidden=(32, 32), activation="elu"))
     method.init_from_data(load_dataset("toy4").train)
     method.to(device)
-    optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     points = TOY.to(device)
-    for step in range(steps):
-        x = points[torch.randint(4, (64,), generator=g).to(device)]
-        z, log_q = method.posterior(x)
-        weight = min(1.0, (step + 1) / (steps // 2))
-        loss = -(method.likelihood.log_prob(x, z) - weight * (log_q - method.prior.log_prob(z))).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    for _ in range(steps):
+        method.update(points[torch.randint(4, (64,), generator=g).to(device)])
     return method
 
 
