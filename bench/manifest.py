@@ -74,10 +74,12 @@ def declared_columns(record: dict[str, Any]) -> tuple[Column, ...]:
     registered method class (``config.method``) declares them now; () for an unknown method."""
     if "columns" in record:
         return tuple(Column.from_dict(c) for c in record["columns"] or ())
-    from vaebench.methods import METHODS
-
     name = (record.get("config") or {}).get("method")
-    if not isinstance(name, str) or name not in METHODS:
+    if not isinstance(name, str):
+        return ()
+    from vaebench.methods import METHODS  # only for records from before declarations were written
+
+    if name not in METHODS:
         return ()
     return tuple(getattr(METHODS.get(name), "columns", ()))
 
