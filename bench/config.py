@@ -20,6 +20,10 @@ T = TypeVar("T")
 #: :func:`to_dict` leaves it out and :func:`from_dict` does not accept it, so records, hashes and
 #: study files never repeat it
 DERIVED = {"derived": True}
+#: field metadata of an option added to an existing config whose default reproduces what came
+#: before: at its default it is left out of a cell's training identity, so that cells trained
+#: before the option existed keep their ids (and records and checkpoints); it is always recorded
+NEW_OPTION = {"new_option": True}
 
 
 def _type_name(tp: Any) -> str:
@@ -161,10 +165,17 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def identity_dict(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a ``to_dict`` of a ``cls`` config) less the :data:`NEW_OPTION` fields at their default."""
+    omitted = {f.name for f in dataclasses.fields(cls) if f.metadata.get("new_option")
+               and f.default is not dataclasses.MISSING and values.get(f.name) == to_dict(f.default)}
+    return {k: v for k, v in values.items() if k not in omitted}
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds (for ``__post_init__``)."""
     if not condition:
         raise ConfigError(message)
 
 
-__all__ = ["DERIVED", "from_dict", "to_dict", "require"]
+__all__ = ["DERIVED", "NEW_OPTION", "from_dict", "identity_dict", "to_dict", "require"]

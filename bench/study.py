@@ -24,7 +24,7 @@ from vaebench.datasets import DATASETS, DataConfig
 from vaebench.methods import METHODS, MethodConfig, method_config
 
 from .backbones import Architecture
-from .config import DERIVED, from_dict, require, to_dict
+from .config import DERIVED, from_dict, identity_dict, require, to_dict
 from .errors import ConfigError
 from .evaluation import EvalConfig
 from .training import TrainConfig
@@ -73,9 +73,12 @@ class RunConfig:
         return to_dict(self)
 
     def training_dict(self) -> dict[str, Any]:
-        """What determines the trained model: everything but the evaluation settings."""
+        """What determines the trained model: everything but the evaluation settings (and options
+        added since, at the default that reproduces what came before: :data:`~vaebench.config.NEW_OPTION`)."""
         data = self.to_dict()
         del data["eval"]
+        if self.method in METHODS:
+            data["method_config"] = identity_dict(METHODS.get(self.method).config_class, data["method_config"])
         data["data"].pop("test_subset", None)  # the test images never reach training
         return data
 

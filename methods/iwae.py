@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
 
-from vaebench.config import require
+from vaebench.config import NEW_OPTION, require
 from vaebench.model import log_joint
 
 from .registry import register
@@ -38,7 +38,7 @@ class IWAEConfig(VAEConfig):
 
     k: int = 50
     analytic_kl: bool = False
-    gradient: Literal["standard", "dreg"] = "standard"  # type: ignore[assignment]
+    gradient: Literal["standard", "dreg"] = field(default="standard", metadata=NEW_OPTION)  # type: ignore[assignment]
     GRADIENTS: ClassVar[tuple[str, ...]] = ("standard", "dreg")
 
     def __post_init__(self) -> None:

@@ -29,11 +29,11 @@ on, so a model without one keeps its state_dict), saved in checkpoints and resto
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from vaebench.config import require
+from vaebench.config import NEW_OPTION, require
 
 from .base import MethodConfig
 
@@ -50,8 +50,8 @@ class KLWeightConfig(MethodConfig):
     at the current weight.
     """
 
-    kl_weight: float = 1.0
-    kl_warmup_steps: int = 0
+    kl_weight: float = field(default=1.0, metadata=NEW_OPTION)
+    kl_warmup_steps: int = field(default=0, metadata=NEW_OPTION)
 
     def __post_init__(self) -> None:
         super().__post_init__()

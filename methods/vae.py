@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
 
-from vaebench.config import require
+from vaebench.config import NEW_OPTION, require
 
 from .base import GaussianEncoder, Method, PosteriorDraws
 from .kl_weight import KLWeightConfig, KLWeighting
@@ -28,7 +28,7 @@ class VAEConfig(KLWeightConfig):
     """
 
     analytic_kl: bool = True
-    gradient: Literal["standard", "stl"] = "standard"
+    gradient: Literal["standard", "stl"] = field(default="standard", metadata=NEW_OPTION)
     #: the values ``gradient`` may take (a subclass with other estimators names its own)
     GRADIENTS: ClassVar[tuple[str, ...]] = ("standard", "stl")
 
