@@ -7,7 +7,6 @@ encoder, as the GAN's generator, learns to fool it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,7 +16,8 @@ from torch import nn
 from vaebench.backbones import mlp
 from vaebench.config import require
 
-from .base import LOG_2PI, GaussianEncoder, Method, MethodConfig, PosteriorDraws
+from .base import MethodConfig
+from .codes import CodeMethod
 from .registry import register
 
 
@@ -59,7 +59,7 @@ class AAEConfig(MethodConfig):
 
 
 @register("aae")
-class AAE(Method):
+class AAE(CodeMethod):
     """Adversarial autoencoder with a Bernoulli decoder and an MLP discriminator on z.
 
     Each minibatch runs the paper's two phases in order (Section 2): the reconstruction
@@ -74,46 +74,8 @@ class AAE(Method):
     objective_name = "recon_log_likelihood"
 
     def __init__(self, config: AAEConfig, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        gaussian = config.encoder == "gaussian"
-        body = self.backbone.encoder(self.architecture, self.data_shape,
-                                     (2 if gaussian else 1) * self.latent_dim)
-        self.encoder = GaussianEncoder(body) if gaussian else body
+        super().__init__(config, **kwargs)  # the encoder (vaebench.methods.codes)
         self.discriminator = mlp(self.latent_dim, config.discriminator_hidden, 1, "relu")
-
-    # --- the posterior ---------------------------------------------------------------------
-    def code(self, x: torch.Tensor) -> torch.Tensor:
-        """One training code per example: f(x), or a reparameterised Gaussian draw."""
-        if self.config.encoder == "gaussian":
-            return self.encoder(x).rsample()
-        return self.encoder(x)
-
-    @property
-    def has_density(self) -> bool:
-        """The Gaussian encoder's q(z|x), or N(f(x), s²I) with ``posterior_noise_std`` s > 0, has
-        a density; the deterministic encoder's point mass has none."""
-        return self.config.encoder == "gaussian" or self.config.posterior_noise_std > 0
-
-    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
-        """n draws from q(z|x); the deterministic encoder repeats f(x), plus N(0, s²) noise when
-        ``posterior_noise_std`` s > 0.
-
-        With the deterministic encoder and no noise q(z|x) is a point mass: no density, so no
-        ELBO (its entropy is −∞) and no importance sampling; AIS, which then starts from the
-        prior, still gives the decoder's log-likelihood.
-        """
-        if self.config.encoder == "gaussian":
-            q = self.encoder(x)
-            z = q.rsample((n,))
-            return PosteriorDraws(z, q.log_prob(z))
-        code = self.encoder(x)
-        z = code.expand(n, *x.shape[:-1], self.latent_dim)
-        s = self.config.posterior_noise_std
-        if s == 0:
-            return PosteriorDraws(z, None)
-        z = z + s * torch.randn_like(z)
-        u = (z - code) / s
-        return PosteriorDraws(z, -0.5 * (u.square().sum(-1) + self.latent_dim * (LOG_2PI + 2 * math.log(s))))
 
     def objective(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction phase's objective per example: log p(x|z) at one training code."""

@@ -71,7 +71,8 @@ import torch
 
 from vaebench.config import require
 
-from .base import GaussianEncoder, Method, MethodConfig, PosteriorDraws
+from .base import MethodConfig
+from .codes import CodeMethod
 from .registry import register
 
 #: the authors' IMQ scales (``wae.py``, ``mmd_penalty``)
@@ -139,7 +140,7 @@ class WAEConfig(MethodConfig):
 
 
 @register("wae-mmd")
-class WAE(Method):
+class WAE(CodeMethod):
     """Wasserstein auto-encoder (Tolstikhin et al. 2018): reconstruction + λ · MMD(q(z), p(z)), IMQ kernel.
 
     One optimizer minimises the batch's mean cross-entropy −log p(x|z) at the codes plus λ
@@ -155,34 +156,9 @@ class WAE(Method):
     objective_name = "wae_objective"
 
     def __init__(self, config: WAEConfig, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        gaussian = config.encoder == "gaussian"
-        body = self.backbone.encoder(self.architecture, self.data_shape,
-                                     (2 if gaussian else 1) * self.latent_dim)
-        self.encoder = GaussianEncoder(body) if gaussian else body
+        super().__init__(config, **kwargs)  # the encoder (vaebench.methods.codes)
         #: C of the IMQ kernel at scale 1: 2 · d · σ_p², with σ_p = 1 for the N(0, I) prior
         self.kernel_base = 2.0 * self.latent_dim
-
-    # --- the posterior ---------------------------------------------------------------------
-    def code(self, x: torch.Tensor) -> torch.Tensor:
-        """One training code per example: f(x), or a reparameterised Gaussian draw."""
-        if self.config.encoder == "gaussian":
-            return self.encoder(x).rsample()
-        return self.encoder(x)
-
-    @property
-    def has_density(self) -> bool:
-        """The Gaussian encoder's q(z|x) has a density; the deterministic encoder's point mass has none."""
-        return self.config.encoder == "gaussian"
-
-    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
-        """n draws from q(z|x): the deterministic encoder repeats f(x) with no log-density (a point
-        mass: no ELBO, no importance sampling; AIS starts from the prior)."""
-        if self.config.encoder == "gaussian":
-            q = self.encoder(x)
-            z = q.rsample((n,))
-            return PosteriorDraws(z, q.log_prob(z))
-        return PosteriorDraws(self.encoder(x).expand(n, *x.shape[:-1], self.latent_dim), None)
 
     # --- the objective ---------------------------------------------------------------------
     def mmd(self, z: torch.Tensor) -> torch.Tensor:
