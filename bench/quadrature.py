@@ -46,13 +46,26 @@ def midpoint_grid(limit: float, points: int, device: torch.device | str = "cpu")
     return zz, 2 * math.log(h)
 
 
-def _log_marginal(model: LatentVariableModel, x: torch.Tensor, limit: float, points: int) -> torch.Tensor:
-    """Midpoint-rule log p(x) per example on one grid (batched over examples and grid cells)."""
+#: the prior's mass outside the box bounds the error of p(x) (p(x|z) ≤ 1): 1e-4 is under 1e-3
+#: nats for the toy's p(x) ≈ 1/4; the box is doubled until the mass on the grid (itself a
+#: midpoint sum, converged with log p(x)) is short of 1 by less than this, at most
+#: ``_MAX_WIDENINGS`` times, else the quadrature refuses
+PRIOR_MASS_OUTSIDE = 1e-4
+_MAX_WIDENINGS = 3
+
+
+def _log_marginal(model: LatentVariableModel, x: torch.Tensor, limit: float, points: int
+                  ) -> tuple[torch.Tensor, float]:
+    """Midpoint-rule log p(x) per example on one grid (batched over examples and grid cells), and
+    the prior's mass on the same grid."""
     z, log_area = midpoint_grid(limit, points, x.device)
-    parts = []
+    parts, prior = [], []
     for chunk in z.split(max(1, _MAX_ELEMENTS // x[0].numel())):
-        parts.append(pairwise_log_prob(model.likelihood, x, chunk) + model.prior.log_prob(chunk))
-    return torch.logsumexp(torch.cat(parts, dim=1), dim=1) + log_area
+        log_prior = model.prior.log_prob(chunk)
+        prior.append(log_prior)
+        parts.append(pairwise_log_prob(model.likelihood, x, chunk) + log_prior)
+    mass = (torch.logsumexp(torch.cat(prior).double(), 0) + log_area).exp().item()
+    return torch.logsumexp(torch.cat(parts, dim=1), dim=1) + log_area, mass
 
 
 def quadrature_log_likelihood(model: LatentVariableModel, x: torch.Tensor, *, limit: float = LIMIT, points: int = 128,
@@ -60,21 +73,32 @@ def quadrature_log_likelihood(model: LatentVariableModel, x: torch.Tensor, *, li
     """Exact log p(x) per example for a 2-D latent model, to within ``tol`` nats of the grid limit.
 
     Starts with ``points`` per axis and doubles until the largest change over the examples
-    is below ``tol``; raises :class:`QuadratureError` if ``max_points`` is reached first.
+    is below ``tol``; raises :class:`QuadratureError` if ``max_points`` is reached first. The
+    box [−limit, limit]² must hold the prior's mass but for ``PRIOR_MASS_OUTSIDE`` (a learned
+    prior may move away from the origin): it is doubled until it does, and the quadrature
+    refuses a prior that still leaves it.
     """
     if model.latent_dim != 2:
         raise QuadratureError(f"quadrature needs a 2-D latent space, got latent_dim={model.latent_dim}")
+    start = points
     with torch.no_grad():
-        coarse = _log_marginal(model, x, limit, points)
-        while points < max_points:
-            points *= 2
-            fine = _log_marginal(model, x, limit, points)
-            change = (fine - coarse).abs().max().item()  # one sync per refinement, not per example
-            if change < tol:
+        for _ in range(_MAX_WIDENINGS + 1):
+            points = start
+            coarse, _ = _log_marginal(model, x, limit, points)
+            converged = False
+            while points < max_points and not converged:
+                points *= 2
+                fine, mass = _log_marginal(model, x, limit, points)
+                change = (fine - coarse).abs().max().item()  # one sync per refinement, not per example
+                converged, coarse = change < tol, fine
+            if 1 - mass < PRIOR_MASS_OUTSIDE:
+                if not converged:
+                    raise QuadratureError(f"quadrature did not converge to {tol} nats with {max_points}² grid "
+                                          f"points (last refinement moved log p(x) by {change:.2g})")
                 return fine
-            coarse = fine
-    raise QuadratureError(f"quadrature did not converge to {tol} nats with {max_points}² grid points "
-                          f"(last refinement moved log p(x) by {change:.2g})")
+            limit *= 2  # the prior's mass lies (partly) outside the box: a refinement cannot help
+    raise QuadratureError(f"the prior leaves the quadrature box: {1 - mass:.2g} of its mass lies outside "
+                          f"[−{limit / 2:g}, {limit / 2:g}]²")
 
 
 #: midpoint-rule points per axis inside each histogram bin for the prior's bin mass: its error

@@ -127,3 +127,29 @@ def test_aggregate_kl_is_finite_when_draws_leave_the_box():
     assert math.isfinite(estimate)
     # the overflow bin's log-ratio (≈ 14 nats, 0.36% of the draws) adds a sampling sd of ≈ 0.002
     assert estimate == pytest.approx(binned, abs=0.03)
+
+
+def test_quadrature_widens_its_box_to_hold_a_prior_that_left_it():
+    """A learned prior far from the origin: the box doubles until it holds the prior's mass, and the
+    answer is the exact one; a prior that no box of the allowed sizes holds is refused."""
+    from vaebench.model import Model
+
+    class Shifted(torch.nn.Module):
+        latent_dim = 2
+
+        def __init__(self, loc: float) -> None:
+            super().__init__()
+            self.loc = loc
+
+        def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+            return torch.distributions.Normal(self.loc, 0.5).log_prob(z).sum(-1)
+
+    class Flat(torch.nn.Module):
+        def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(z.shape[:-1])  # p(x|z) = 1: log p(x) is the prior's total mass, 0
+
+    x = torch.zeros(3, 1)
+    wide = quadrature_log_likelihood(Model(Shifted(8.0), Flat()), x)
+    assert wide.abs().max() < 1e-4  # in [−6, 6]² it would be log P(z1 < 6, z2 < 6) ≈ −21 for loc 8
+    with pytest.raises(QuadratureError, match="leaves the quadrature box"):
+        quadrature_log_likelihood(Model(Shifted(100.0), Flat()), x)
