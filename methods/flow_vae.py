@@ -1,4 +1,4 @@
-"""The VAE with an amortised normalising-flow posterior: the shared part of ``planar`` and ``householder``.
+"""The VAE with an amortised normalising-flow posterior: the shared part of ``iaf``, ``planar`` and ``householder``.
 
 q(z|x): z_0 = μ(x) + σ(x) ⊙ ε, ε ~ N(0, I), then K invertible steps z_k = f_k(z_{k−1}; φ_k(x))
 whose parameters φ_k(x) come out of the encoder with μ and σ (one network pass per batch,

@@ -18,12 +18,12 @@ from torch import nn
 
 from vaebench.config import require
 
-from .base import LOG_2PI, Method, MethodConfig, PosteriorDraws
+from .flow_vae import FlowVAE, FlowVAEConfig
 from .registry import register
 
 
 @dataclass(frozen=True)
-class IAFConfig(MethodConfig):
+class IAFConfig(FlowVAEConfig):
     """IAF posterior settings.
 
     ``flows``: number K of IAF steps (the paper's "depth"; its MNIST table uses 2, 4 and 8).
@@ -40,15 +40,12 @@ class IAFConfig(MethodConfig):
     made_hidden: tuple[int, ...] = (320, 320)
     context_dim: int = 32
     gate_bias: float = 1.0
-    min_scale: float = 1e-4
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.flows > 0, f"flows must be positive, got {self.flows}")
         require(len(self.made_hidden) > 0 and all(h > 0 for h in self.made_hidden),
                 f"made_hidden widths must be positive, got {list(self.made_hidden)}")
         require(self.context_dim > 0, f"context_dim must be positive, got {self.context_dim}")
-        require(self.min_scale > 0, f"min_scale must be positive, got {self.min_scale}")
 
 
 class IAFStep(nn.Module):
@@ -91,7 +88,7 @@ class IAFStep(nn.Module):
 
 
 @register("iaf")
-class IAF(Method):
+class IAF(FlowVAE):
     """VAE whose q(z|x) is a diagonal Gaussian followed by K gated IAF steps.
 
     Every step is conditioned on an encoder context h(x); the variable order is reversed
@@ -106,9 +103,8 @@ class IAF(Method):
     config: IAFConfig
 
     def __init__(self, config: IAFConfig, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
+        super().__init__(config, **kwargs)  # the encoder: μ, σ and the context h(x) (FlowVAE)
         d, c = self.latent_dim, config.context_dim
-        self.encoder = self.backbone.encoder(self.architecture, self.data_shape, 2 * d + c)
         forward_order = torch.arange(d)
         self.steps = nn.ModuleList([
             IAFStep(d, c, config.made_hidden, forward_order if t % 2 == 0 else forward_order.flip(0),
@@ -116,13 +112,9 @@ class IAF(Method):
             for t in range(config.flows)
         ])
 
-    def base(self, x: torch.Tensor) -> tuple[torch.distributions.Independent, torch.Tensor]:
-        """The base Gaussian N(μ(x), σ(x)²) and the context h(x)."""
-        loc, raw_scale, h = self.encoder(x).split([self.latent_dim, self.latent_dim, self.config.context_dim], -1)
-        scale = nn.functional.softplus(raw_scale) + self.config.min_scale
-        # no argument validation, as in the VAE's GaussianEncoder: it costs a host sync per call
-        normal = torch.distributions.Normal(loc, scale, validate_args=False)
-        return torch.distributions.Independent(normal, 1, validate_args=False), h
+    def flow_parameter_dim(self) -> int:
+        """The context h(x) that every step reads."""
+        return self.config.context_dim
 
     def flow(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z_0 ↦ z_K through the K steps, and log|det ∂z_K/∂z_0|."""
@@ -131,17 +123,6 @@ class IAF(Method):
             z, step_log_det = step(z, h)
             log_det = log_det + step_log_det
         return z, log_det
-
-    def sample_with_log_q(self, x: torch.Tensor, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """n reparameterised draws z_K (n, batch, latent_dim) and their exact log q(z_K|x) (n, batch)."""
-        q0, h = self.base(x)
-        z0 = q0.rsample((n,))
-        z, log_det = self.flow(z0, h)
-        return z, q0.log_prob(z0) - log_det
-
-    def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
-        # log q comes with the forward pass: no inverse pass through the flow is needed
-        return PosteriorDraws(*self.sample_with_log_q(x, n))
 
     def log_q_by_inversion(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log q(z|x) for any z (n, batch, latent_dim), by inverting the flow."""
@@ -152,5 +133,3 @@ class IAF(Method):
             log_det = log_det + step_log_det
         return q0.log_prob(z) - log_det
 
-    def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"model": -self.objective(batch).mean()}
