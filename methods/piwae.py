@@ -9,15 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaebench.config import require
-
 from .importance_bounds import ImportanceWeightedVariant, iwae_bound, miwae_bound
-from .iwae import IWAEConfig
+from .miwae import MIWAEConfig
 from .registry import register
 
 
 @dataclass(frozen=True)
-class PIWAEConfig(IWAEConfig):
+class PIWAEConfig(MIWAEConfig):
     """``m``: M in PIWAE(M, K): the inference network (encoder) is trained on MIWAE(M, K), the mean
     of M independent K-sample IWAE bounds, and the generative network (decoder, and the prior
     where it has parameters) on the IWAE bound of all M·K draws, the same draws. ``m = 1`` is IWAE
@@ -29,13 +27,6 @@ class PIWAEConfig(IWAEConfig):
 
     ``analytic_kl``: must stay False (inherited from the VAE): no bound here has a closed-form part.
     """
-
-    m: int = 8
-    k: int = 8
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.m > 0, f"m must be positive, got {self.m}")
 
 
 @register("piwae")
