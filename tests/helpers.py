@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import pytest
 import torch
 
-from vaebench.methods import Method
+from vaebench.errors import ConfigError
+from vaebench.methods import Method, method_config
 from vaebench.datasets import DataSplits
 from vaebench.training import TrainConfig, train
 
@@ -24,3 +29,11 @@ def train_one_epoch(method: Method, data: DataSplits, seed: int = 0) -> list[dic
     """One epoch through the suite's training loop, with a validation ELBO; returns the history."""
     config = TrainConfig(epochs=1, batch_size=100, valid_batch_size=100)
     return train(method, data, config, seed=seed, dynamic_binarization=True, progress=False).history
+
+
+def assert_refused_in_one_line(method: str, params: dict[str, Any], message: str) -> None:
+    """``method_config(method, params)`` raises a one-line ConfigError that starts with
+    ``methods.<method>`` and contains ``message``."""
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        method_config(method, params)
+    assert str(caught.value).startswith(f"methods.{method}") and "\n" not in str(caught.value)
