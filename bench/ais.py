@@ -301,11 +301,15 @@ def _likelihood_value_and_grad(likelihood: Likelihood, x: torch.Tensor, z: torch
 
 
 def _evaluator(model: LatentVariableModel, x: torch.Tensor, initial: Density) -> Callable[[torch.Tensor], _State]:
+    # a start at the model's own prior is the same density: evaluate it once per point, not twice
+    # (a learned prior, a mixture say, can cost as much as the decoder)
+    start_is_prior = isinstance(initial, _PriorStart) and initial.prior is model.prior
+
     def evaluate(z: torch.Tensor) -> _State:
         z = z.detach()
         ll, g_ll = _likelihood_value_and_grad(model.likelihood, x, z)
         lp, g_lp = _density_value_and_grad(model.prior, z)
-        lq, g_lq = _density_value_and_grad(initial, z)
+        lq, g_lq = (lp, g_lp) if start_is_prior else _density_value_and_grad(initial, z)
         # A non-finite density (an overflowing decoder far out in z) must never be accepted.
         lj = torch.nan_to_num(ll, nan=-math.inf) + lp
         return _State(z, lj, torch.nan_to_num(g_ll) + g_lp, lq, torch.nan_to_num(g_lq))
