@@ -37,7 +37,8 @@ FIT_INFLATE = 1.2
 #: does not force tiny HMC steps in every direction
 FIT_VARIANCE_FLOOR = 1e-4
 #: below this sd in every dimension the draws are a point (a deterministic encoder): AIS then
-#: starts that example from the prior instead
+#: starts that example from N(0, I) instead (the standard prior; for a model with another prior
+#: still a valid full-support start, but not its prior)
 MIN_FITTED_STD = 1e-4
 
 
@@ -133,8 +134,8 @@ class Evaluation:
 
 
 def fitted_gaussian(mean: torch.Tensor, cov: torch.Tensor, dtype: torch.dtype = torch.float32) -> Gaussian:
-    """The AIS start from posterior moments (B, D), (B, D, D): widened, floored, and the
-    prior for images whose draws are a single point."""
+    """The AIS start from posterior moments (B, D), (B, D, D): widened, floored, and N(0, I) for
+    images whose draws are a single point (a valid start whatever the model's prior)."""
     eye = torch.eye(mean.shape[-1], dtype=cov.dtype, device=cov.device)
     point = cov.diagonal(dim1=-2, dim2=-1).amax(-1) < MIN_FITTED_STD**2
     cov = torch.where(point[:, None, None], eye, FIT_INFLATE**2 * cov + FIT_VARIANCE_FLOOR * eye)
