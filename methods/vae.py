@@ -8,8 +8,9 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from vaebench.config import NEW_OPTION, require
+from vaebench.errors import ConfigError
 
-from .base import GaussianEncoder, Method, PosteriorDraws
+from .base import GaussianEncoder, Method, PosteriorDraws, StandardNormal
 from .kl_weight import KLWeightConfig, KLWeighting
 from .registry import register
 
@@ -118,6 +119,10 @@ class VAE(KLWeighting, Method):
         q = self.encode(batch)
         z = q.rsample()
         if self.config.analytic_kl:
+            # the closed form is KL(q ‖ N(0, I)): a method that replaced the prior must not use it
+            if not isinstance(self.prior, StandardNormal):
+                raise ConfigError(f"{self.name}: analytic_kl is the KL to N(0, I), but this method's prior is "
+                                  f"{type(self.prior).__name__}: set analytic_kl = false")
             loc, scale = q.base_dist.loc, q.base_dist.scale
             kl = 0.5 * (loc.square() + scale.square() - 1).sum(-1) - scale.log().sum(-1)
         else:

@@ -1,7 +1,12 @@
+import math
+
+import pytest
 import torch
 
+from vaebench.errors import ConfigError
 from vaebench.metrics import elbo, importance_sampled_log_likelihood
 from vaebench.methods import create_method
+from vaebench.model import log_joint
 
 
 def _vae(data, latent_dim=8, **params):
@@ -51,3 +56,29 @@ def test_importance_sampling_refuses_a_point_mass_proposal(mnist_small):
     with torch.no_grad():
         estimate = importance_sampled_log_likelihood(model, mnist_small.test[:5], n_samples=10)
     assert torch.isnan(estimate).all()
+
+
+def test_the_analytic_kl_is_refused_for_a_prior_that_is_not_the_standard_normal(tiny_batch):
+    """The closed-form KL is the KL to N(0, I): a VAE whose prior was replaced trains on the
+    Monte Carlo KL to its own prior, and refuses the closed form in one clear error."""
+    class Shifted(torch.nn.Module):
+        latent_dim = 2
+
+        def log_prob(self, z):
+            return -0.5 * ((z - 1.0).square().sum(-1) + 2 * math.log(2 * math.pi))
+
+        def sample(self, *shape):
+            return 1.0 + torch.randn(*shape, 2)
+
+    for analytic in (True, False):
+        model = create_method("vae", {"analytic_kl": analytic}, data_shape=(64,), latent_dim=2)
+        model.prior = Shifted()
+        if analytic:
+            with pytest.raises(ConfigError, match="analytic_kl is the KL to N\\(0, I\\)"):
+                model.training_step(tiny_batch)
+        else:
+            torch.manual_seed(1)
+            loss = model.training_step(tiny_batch)["model"]
+            torch.manual_seed(1)
+            z, log_q = model.posterior(tiny_batch, 1)
+            torch.testing.assert_close(loss, -(log_joint(model, z, tiny_batch) - log_q).mean())
