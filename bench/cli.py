@@ -205,10 +205,11 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     if args.name:
         _describe_method(args.name)
         return 0
+    width = max(map(len, METHODS.names()), default=0)
     for name in METHODS.names():
         cls = METHODS.get(name)
         origin = "" if cls.__module__.startswith("vaebench.") else f"  (plugin {cls.__module__})"
-        print(f"{name:<10} {_first_line(cls)}{origin}")
+        print(f"{name:<{width}}  {_first_line(cls)}{origin}")
     print("\n`vaebench methods NAME` shows a method's options and their defaults")
     return 0
 
