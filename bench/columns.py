@@ -89,6 +89,18 @@ POSTERIOR_COLUMNS: tuple[Column, ...] = (
            "KL(q(z|x) ‖ p(z))", None, "KL lower bound"),
     Column("posterior_sd_median", "median over latent dimensions of the posterior's sd", None,
            "posterior sd (median)"),
+    # one number per cell, not per image (vaebench.active_units); with one seed it has no ±
+    Column("active_units", "latent units u with A_u = Var_x(E_q[z_u|x]) > 0.01 over the N test images (Burda et "
+           "al. 2016); E_q[z_u|x] is exact where the posterior offers it, else the mean of the pass's posterior "
+           "draws, whose Monte Carlo error adds about Var_q(z_u|x)/draws to A_u (the record says which)", None,
+           "active units"),
+    Column("active_units_uncertain", "of the active units, those whose A_u less its expected Monte Carlo "
+           "inflation is not above 0.01: counted perhaps only through the draws' noise (0 for exact means)", None,
+           "active units, uncertain"),
+    Column("active_units_layer1", "active units of the first latent layer of z (models that declare layers)", None,
+           "active units, layer 1"),
+    Column("active_units_layer2", "active units of the second latent layer of z (models that declare layers)", None,
+           "active units, layer 2"),
 )
 #: the columns every report knows; a method's own columns come with its declaration
 BUILTIN_COLUMNS: tuple[Column, ...] = TABLE_COLUMNS + POSTERIOR_COLUMNS

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .active_units import ActiveUnits, exact_posterior_mean, from_means, latent_layers
 from .ais import Density, Gaussian, ais_log_likelihood, bdmc
 from .columns import Column
-from .config import require
+from .config import NEW_OPTION, require
 from .metrics import gaussian_moments, importance_sampled_log_likelihood, mean_and_sem, posterior_pass
 from .model import LatentVariableModel
 from .quadrature import aggregate_kl, quadrature_log_likelihood
@@ -72,6 +73,11 @@ class EvalConfig:
     pilot run of ``ais_pilot_steps`` temperatures (None: a fifth of the run's, at least 10)
     with ``ais_pilot_chains`` chains, then frozen. ``bdmc_examples``: pairs simulated from the model for the BDMC
     gap at the same settings (0 skips it).
+
+    ``active_units``: also count the active units (:mod:`vaebench.active_units`) over the same
+    images, from the exact posterior means where the posterior offers them and otherwise from the
+    means of the one pass's ``posterior_samples`` draws per image. Off by default, and left out of
+    the evaluation's id at its default, so that existing studies keep their records.
     """
 
     examples: int | None = None
@@ -90,6 +96,7 @@ class EvalConfig:
     ais_pilot_steps: int | None = None
     ais_pilot_chains: int = 4
     bdmc_examples: int = 0
+    active_units: bool = field(default=False, metadata=NEW_OPTION)
 
     def __post_init__(self) -> None:
         require(self.examples is None or self.examples > 0, f"examples must be positive, got {self.examples}")
@@ -121,7 +128,8 @@ class Evaluation:
     test split). ``per_example_full``/``indices_full``: the same for full-test-set columns.
     ``seconds``: wall seconds per part (``posterior_pass``, ``diagnostics``, ``quadrature``,
     ``ais``, ``bdmc``, ``is_full``, whichever ran) and ``total``. ``columns``: the method's
-    declarations of its own per-example columns (those of ``diagnostics``).
+    declarations of its own per-example columns (those of ``diagnostics``). ``active_units``:
+    A_u per latent unit and the count (:class:`~vaebench.active_units.ActiveUnits`), where asked for.
     """
 
     summary: dict[str, float]
@@ -131,6 +139,7 @@ class Evaluation:
     columns: tuple[Column, ...] = ()
     per_example_full: dict[str, np.ndarray] = field(default_factory=dict)
     indices_full: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    active_units: ActiveUnits | None = None
 
 
 def fitted_gaussian(mean: torch.Tensor, cov: torch.Tensor, dtype: torch.dtype = torch.float32) -> Gaussian:
@@ -188,6 +197,7 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
     from_posterior = config.ais_initial == "posterior" or (config.ais_initial == "auto" and method.has_density)
     seconds: dict[str, float] = defaultdict(float)
     columns: dict[str, list[torch.Tensor]] = defaultdict(list)
+    unit_means: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per batch, for the active units
 
     def timed(part: str, start: float) -> None:
         seconds[part] += time.perf_counter() - start
@@ -200,6 +210,10 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
         timed("posterior_pass", t)
         for name, value in result.columns.items():
             columns[name].append(value)
+        if config.active_units:
+            with torch.no_grad():
+                exact = exact_posterior_mean(method, chunk)
+            unit_means.append((result.mean, result.cov.diagonal(dim1=-2, dim2=-1)) if exact is None else (exact, None))
         t = time.perf_counter()
         with torch.no_grad():
             diagnostics = _diagnostics(method, declared, chunk)
@@ -236,6 +250,9 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
         summary.update(_bdmc_summary(method, config, from_posterior, progress))
         timed("bdmc", t)
     evaluation = Evaluation(summary, per_example, np.arange(len(x), dtype=np.int64), dict(seconds), declared)
+    if config.active_units:
+        evaluation.active_units = _active_units(method, unit_means, n_draws)
+        summary.update(evaluation.active_units.summary())
     if config.full_test_is_samples and method.has_density:
         t = time.perf_counter()
         with torch.no_grad():
@@ -249,6 +266,15 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
     seconds["total"] = time.perf_counter() - tic
     evaluation.seconds = dict(seconds)
     return evaluation
+
+
+def _active_units(method: LatentVariableModel, means: list[tuple[torch.Tensor, torch.Tensor | None]],
+                  n_draws: int) -> ActiveUnits:
+    """A_u from each batch's posterior means: exact where the posterior gave them, else the draws'
+    (with the draws' variances, for the Monte Carlo inflation)."""
+    exact = means[0][1] is None  # a posterior offers its exact mean for every batch or for none
+    spreads = None if exact else torch.cat([spread for _, spread in means])
+    return from_means(torch.cat([mean for mean, _ in means]), spreads, 0 if exact else n_draws, latent_layers(method))
 
 
 def _ais_settings(config: EvalConfig, from_posterior: bool) -> dict:

@@ -21,7 +21,11 @@ Parts may offer optional fast paths, which estimators use when present and repla
 autograd or a second pass when not: ``value_and_grad`` (the density and its z-gradient in
 closed form, for AIS's leapfrog steps), ``log_prob_and_mean`` (both from one network pass)
 and ``pairwise_log_prob`` (log p(x_b | z_c) for every example and latent point, for
-quadrature). :func:`value_and_grad` and the helpers below hide the choice.
+quadrature). :func:`value_and_grad` and the helpers below hide the choice. A model may also
+say more about its posterior and its latent vector: ``posterior_mean(x)`` → (B, D), the exact
+E_q[z|x] where q has one in closed form (a Gaussian encoder's mean; otherwise estimators take the
+mean of posterior draws), and ``latent_layers``, the sizes of its latent layers in the order of
+z (a hierarchy's [z_1, …, z_L]; absent: one layer), for estimators that report per layer.
 
 The shapes follow torch.distributions: a trailing event dimension, any leading batch and
 sample dimensions.

@@ -113,6 +113,8 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
         record["per_example"] = write_values(results_dir, run.cell_id, arrays)
         # the method's own columns travel with the record, so the report needs no method to show them
         record["columns"] = [column.to_dict() for column in evaluation.columns]
+        if evaluation.active_units is not None:  # A_u per unit: one number per unit, not per image
+            record["active_units"] = evaluation.active_units.to_dict()
         if run.eval.quadrature and run.latent_dim == 2:
             from .figures import plot_toy_posteriors  # matplotlib only where a figure is drawn
 

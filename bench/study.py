@@ -83,8 +83,9 @@ class RunConfig:
         return data
 
     def evaluation_dict(self) -> dict[str, Any]:
-        """What determines how a trained model is evaluated."""
-        return {"eval": to_dict(self.eval), "test_subset": self.data.test_subset}
+        """What determines how a trained model is evaluated (less evaluation options added since, at
+        the default that reproduces what came before: :data:`~vaebench.config.NEW_OPTION`)."""
+        return {"eval": identity_dict(EvalConfig, to_dict(self.eval)), "test_subset": self.data.test_subset}
 
     @property
     def train_id(self) -> str:

@@ -212,6 +212,11 @@ class HierarchicalVAE(Method):
         self._likelihood = BottomLayerLikelihood(self.decoder, d1)
 
     @property
+    def latent_layers(self) -> tuple[int, int]:
+        """Where the flat z = [z1, z2] splits: (d1, d2), for estimators that report per layer."""
+        return self.bottom_latent_dim, self.top_latent_dim
+
+    @property
     def likelihood(self) -> BottomLayerLikelihood:
         """p(x|z) = p(x|z1), the shared decoder on z1."""
         return self._likelihood

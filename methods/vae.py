@@ -99,6 +99,11 @@ class VAE(KLWeighting, Method):
         """q(z|x) as a distribution."""
         return self.encoder(x)
 
+    def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """E_q[z|x], exact: the Gaussian encoder's mean (a subclass whose posterior is not
+        :meth:`encode`'s Gaussian must override or delete this)."""
+        return self.encode(x).mean
+
     def posterior(self, x: torch.Tensor, n: int = 1) -> PosteriorDraws:
         q = self.encode(x)  # one encoder pass for the draws and their log q
         z = q.rsample((n,))

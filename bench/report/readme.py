@@ -73,6 +73,8 @@ def _estimator_settings(evaluation: dict[str, Any]) -> dict[str, str]:
     if draws:  # one set of draws per image serves the ELBO, reconstruction and the posterior's moments
         for key in ("elbo", "elbo_upper_bound", "recon_bernoulli_nll", "recon_mse", "recon_pixel_error"):
             out[key] = f" ({draws:,} draws per image)"
+        if evaluation.get("active_units"):
+            out["active_units"] = f" (where means are not exact: {draws:,} draws per image)"
     return out
 
 
@@ -158,7 +160,7 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
         lines += ["## Posterior diagnostics", "",
                   f"On the same N test images as the table; {spread_note(rows_with(summary, POSTERIOR_COLUMNS))}.",
                   "", diagnostics, ""]
-        lines += column_legend(summary, POSTERIOR_COLUMNS) + [""]
+        lines += column_legend(summary, POSTERIOR_COLUMNS, _estimator_settings(study.get("eval") or {})) + [""]
     own = method_table(summary, declared)
     if own:
         lines += ["## Method columns", "",
