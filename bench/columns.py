@@ -25,7 +25,8 @@ class Column:
     ``should_not_fall_below``: an optional (other column, tolerance in the column's units): the
     true quantity this column estimates is bounded below by ``other``, so a row whose mean lies
     more than ``tolerance`` under ``other``'s mean is flagged ⚠ in the report (for example an
-    adversary's KL estimate against the Gaussian lower bound on that KL).
+    adversary's KL estimate against the Gaussian lower bound on that KL). ``digits``: decimals shown
+    in tables (None: by the mean's size; 1 for a count, whose mean over seeds need not be whole).
     """
 
     name: str
@@ -33,6 +34,7 @@ class Column:
     higher_is_better: bool | None = None
     heading: str = ""
     should_not_fall_below: tuple[str, float] | None = None
+    digits: int | None = None
 
     def __post_init__(self) -> None:
         require(self.name.replace("_", "").isalnum() and self.name.isascii(),
@@ -44,6 +46,8 @@ class Column:
     def to_dict(self) -> dict[str, Any]:
         """The declaration as it is written into a record."""
         out = asdict(self)
+        if self.digits is None:  # records written before the field existed stay as they were
+            del out["digits"]
         if self.should_not_fall_below is not None:
             out["should_not_fall_below"] = list(self.should_not_fall_below)
         return out
@@ -54,7 +58,8 @@ class Column:
         bound = data.get("should_not_fall_below")
         return cls(name=data["name"], description=data["description"],
                    higher_is_better=data.get("higher_is_better"), heading=data.get("heading", ""),
-                   should_not_fall_below=None if bound is None else (str(bound[0]), float(bound[1])))
+                   should_not_fall_below=None if bound is None else (str(bound[0]), float(bound[1])),
+                   digits=data.get("digits"))
 
 
 #: the main table's columns, in its order: estimators of log p(x) and bounds on it, estimator
@@ -93,14 +98,14 @@ POSTERIOR_COLUMNS: tuple[Column, ...] = (
     Column("active_units", "latent units u with A_u = Var_x(E_q[z_u|x]) > 0.01 over the N test images (Burda et "
            "al. 2016); E_q[z_u|x] is exact where the posterior offers it, else the mean of the pass's posterior "
            "draws, whose Monte Carlo error adds about Var_q(z_u|x)/draws to A_u (the record says which)", None,
-           "active units"),
+           "active units", digits=1),
     Column("active_units_uncertain", "of the active units, those whose A_u less its expected Monte Carlo "
            "inflation is not above 0.01: counted perhaps only through the draws' noise (0 for exact means)", None,
-           "active units, uncertain"),
+           "active units, uncertain", digits=1),
     Column("active_units_layer1", "active units of the first latent layer of z (models that declare layers)", None,
-           "active units, layer 1"),
+           "active units, layer 1", digits=1),
     Column("active_units_layer2", "active units of the second latent layer of z (models that declare layers)", None,
-           "active units, layer 2"),
+           "active units, layer 2", digits=1),
 )
 #: the columns every report knows; a method's own columns come with its declaration
 BUILTIN_COLUMNS: tuple[Column, ...] = TABLE_COLUMNS + POSTERIOR_COLUMNS

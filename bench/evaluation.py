@@ -213,7 +213,9 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
         if config.active_units:
             with torch.no_grad():
                 exact = exact_posterior_mean(method, chunk)
-            unit_means.append((result.mean, result.cov.diagonal(dim1=-2, dim2=-1)) if exact is None else (exact, None))
+            # the diagonal copied, so that each batch's (B, D, D) covariance is not kept alive
+            unit_means.append((result.mean, result.cov.diagonal(dim1=-2, dim2=-1).clone())
+                              if exact is None else (exact, None))
         t = time.perf_counter()
         with torch.no_grad():
             diagnostics = _diagnostics(method, declared, chunk)

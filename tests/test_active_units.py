@@ -177,7 +177,16 @@ def test_the_report_shows_the_count_beside_records_that_have_none(tmp_path):
     section = readme.split("## Posterior diagnostics")[1].split("\n## ")[0]
     rows = {line.split("|")[3].strip(): line for line in section.splitlines() if line.startswith("| mnist")}
     assert "| active units " in section and "**active units**: latent units u with A_u" in section
-    assert "19.00" in rows["new"] and "—" in rows["old"]
+    assert "| 19.0 " in rows["new"] and "—" in rows["old"]  # a count: one decimal, for means over seeds
+
+
+def test_a_columns_decimals_travel_with_its_declaration_and_records_without_them_stay_as_they_were():
+    from vaebench.columns import POSTERIOR_COLUMNS, Column
+
+    count = next(c for c in POSTERIOR_COLUMNS if c.name == "active_units")
+    assert count.digits == 1 and Column.from_dict(count.to_dict()) == count
+    plain = Column("widget", "a method's own number")
+    assert "digits" not in plain.to_dict() and Column.from_dict(plain.to_dict()) == plain
 
 
 STUDY = """

@@ -17,13 +17,15 @@ from .statistics import falls_below
 FLAG = "⚠"
 
 
-def format_mean(mean: float, se: float, state: str) -> str:
-    """``mean ± se`` to a precision that suits the mean's size; "—" not computed, "nan" not a number."""
+def format_mean(mean: float, se: float, state: str, digits: int | None = None) -> str:
+    """``mean ± se`` to ``digits`` decimals, by default a precision that suits the mean's size; "—" not
+    computed, "nan" not a number."""
     if state == "absent":
         return "—"
     if state == "nan" or pd.isna(mean):
         return "nan"
-    digits = 4 if abs(mean) < 1 else 3 if abs(mean) < 10 else 2
+    if digits is None:
+        digits = 4 if abs(mean) < 1 else 3 if abs(mean) < 10 else 2
     return f"{mean:.{digits}f}" if pd.isna(se) else f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
@@ -34,7 +36,7 @@ def _shown(summary: pd.DataFrame, columns: tuple[Column, ...], latex: bool = Fal
     for column in columns:
         if not shown_in(summary, column):
             continue
-        cells = [format_mean(m, s, st) for m, s, st in
+        cells = [format_mean(m, s, st, column.digits) for m, s, st in
                  zip(summary[f"{column.name}_mean"], summary[f"{column.name}_se"], summary[f"{column.name}_state"])]
         cells = [c + (f" {FLAG}" if flagged and c not in ("—", "nan") else "")
                  for c, flagged in zip(cells, falls_below(summary, column))]
