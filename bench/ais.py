@@ -183,8 +183,8 @@ class GapSearch:
     """What gap-targeted BDMC (:func:`bdmc_gap_search`) tried and where it stopped.
 
     ``tried``: (temperatures, BDMC gap in nats, its standard error over the simulated examples)
-    of each schedule run, in order; the search stops
-    at the first whose gap is at most ``target``, or at ``cap`` temperatures. ``lower`` and
+    of each schedule run, in order; the search stops at the first whose gap is at most
+    ``target``, or at ``cap`` temperatures (a NaN gap never meets the target). ``lower`` and
     ``upper``: the forward and reverse bounds per simulated example, (n,), of the last schedule.
     """
 
