@@ -144,7 +144,7 @@ def test_options_added_later_leave_the_training_identity_alone_at_their_default(
 
 def test_evaluation_options_added_later_leave_every_committed_record_current():
     """A gap target changes a cell's evaluation (its eval_id), never its training (its cell id); absent,
-    every committed preset's cells keep the cell, evaluation and protocol ids of their records."""
+    the cells of every committed preset's records keep their cell, evaluation and protocol ids."""
     from vaebench.study import parse_study
 
     def ids(evaluation: dict) -> tuple[str, str]:
@@ -158,5 +158,6 @@ def test_evaluation_options_added_later_leave_every_committed_record_current():
     assert targeted[0] == plain[0] and targeted[1] != plain[1]
     for path in sorted((Path(__file__).resolve().parents[1] / "results").glob("*/study.json")):
         committed = {(c["cell_id"], c["eval_id"], c["protocol_id"]) for c in json.loads(path.read_text())["cells"]}
-        assert {(run.cell_id, run.eval_id, run.protocol_id) for run in load_study(path.parent.name).cells()} \
-            == committed, path.parent.name
+        # a preset may have gained cells since its results were committed; none of those records turns stale
+        assert committed <= {(run.cell_id, run.eval_id, run.protocol_id)
+                             for run in load_study(path.parent.name).cells()}, path.parent.name
