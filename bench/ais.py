@@ -21,6 +21,11 @@ unbiased estimate of 1/p(x), hence a stochastic *upper* bound. The gap between t
 bounds bounds the error of the forward estimate at these settings. Both directions use the
 same frozen step sizes.
 
+Gap-targeted BDMC (:func:`bdmc_gap_search`) grows the number of temperatures along a ladder
+(:func:`temperature_ladder`: doubling, up to a cap) until the BDMC gap on pairs simulated from the
+model is at most a target, so that the estimate on real data can be run at the fewest
+temperatures whose accuracy was checked, and says plainly when the cap came first.
+
 Conventions: the model is any :class:`~vaebench.model.LatentVariableModel`; AIS reads its
 prior p(z) and likelihood p(x|z) and nothing else (its posterior, where the start is fitted to
 it, is the caller's business). z has shape (chains, B, Dz) and x (B, …), broadcast over the
@@ -63,6 +68,8 @@ STEP_SIZE_RANGE = (1e-4, 10.0)
 PILOT_CHAINS = 4
 PILOT_FRACTION = 0.2
 MIN_PILOT_STEPS = 10
+#: a gap-targeted search multiplies the temperatures by this from one schedule to the next
+GAP_SEARCH_GROWTH = 2
 
 
 class Density(Protocol):
@@ -169,6 +176,37 @@ class BDMCResult:
     @property
     def gap(self) -> float:
         return (self.upper - self.lower).mean().item()
+
+
+@dataclass
+class GapSearch:
+    """What gap-targeted BDMC (:func:`bdmc_gap_search`) tried and where it stopped.
+
+    ``tried``: (temperatures, BDMC gap in nats, its standard error over the simulated examples)
+    of each schedule run, in order; the search stops at the first whose gap is at most
+    ``target``, or at ``cap`` temperatures (a NaN gap never meets the target). ``lower`` and
+    ``upper``: the forward and reverse bounds per simulated example, (n,), of the last schedule.
+    """
+
+    target: float
+    cap: int
+    tried: list[tuple[int, float, float]]
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+    @property
+    def temperatures(self) -> int:
+        """The temperatures of the last schedule run: the one to estimate with."""
+        return self.tried[-1][0]
+
+    @property
+    def gap(self) -> float:
+        return self.tried[-1][1]
+
+    @property
+    def met(self) -> bool:
+        """Whether the last schedule's gap is within the target (False: the cap came first)."""
+        return self.gap <= self.target
 
 
 def beta_schedule(n_steps: int, kind: Schedule = "sigmoid", delta: float = 4.0) -> torch.Tensor:
@@ -517,3 +555,46 @@ def bdmc(model: LatentVariableModel, n_examples: int, *, n_chains: int = 16, n_s
     forward.evaluations += pilot_cost
     return BDMCResult(x=x, z=z, forward=forward, reverse=reverse,
                       lower=forward.log_likelihood, upper=reverse.log_likelihood)
+
+
+def temperature_ladder(start: int, cap: int, growth: int = GAP_SEARCH_GROWTH) -> list[int]:
+    """The temperatures a gap-targeted search tries: ``start``, ``start × growth``, … while below
+    ``cap``, then ``cap`` itself (so the cap is always tried and never exceeded)."""
+    if not 1 <= start <= cap or growth < 2:
+        raise ValueError(f"a temperature ladder needs 1 <= start <= cap and growth >= 2, "
+                         f"got start {start}, cap {cap}, growth {growth}")
+    rungs = [start]
+    while rungs[-1] < cap:
+        rungs.append(min(rungs[-1] * growth, cap))
+    return rungs
+
+
+def bdmc_gap_search(model: LatentVariableModel, n_examples: int, *, target: float, max_steps: int,
+                    n_steps: int, batch_size: int | None = None, seed: int = 0,
+                    initial_fn: Callable[[torch.Tensor], Density] | None = None,
+                    progress: bool = False, **settings) -> GapSearch:
+    """BDMC on ``n_examples`` pairs simulated from the model at each schedule of
+    :func:`temperature_ladder` (``n_steps`` up to ``max_steps``) until the mean gap is at most ``target``.
+
+    Every schedule sees the same simulated pairs and starts: batch b of ``batch_size`` pairs
+    (default: all at once) runs :func:`bdmc` under seed ``seed + 2b`` (which also takes
+    ``seed + 2b + 1``), so two schedules' gaps differ by their temperatures, not their data.
+    ``settings``: the other :func:`bdmc` settings (chains, leapfrog steps, schedule, pilot), the
+    same for every schedule; a pilot of default length grows with the temperatures.
+    """
+    if not target > 0:
+        raise ValueError(f"the BDMC gap target must be positive, got {target}")
+    batch = batch_size or n_examples
+    tried: list[tuple[int, float, float]] = []
+    for steps in temperature_ladder(n_steps, max_steps):
+        runs = [bdmc(model, min(batch, n_examples - offset), n_steps=steps, seed=seed + 2 * b,
+                     initial_fn=initial_fn, progress=progress, **settings)
+                for b, offset in enumerate(range(0, n_examples, batch))]
+        lower = torch.cat([r.lower for r in runs])
+        upper = torch.cat([r.upper for r in runs])
+        gaps = (upper - lower).double()
+        sem = (gaps.std() / math.sqrt(len(gaps))).item() if len(gaps) > 1 else math.nan
+        tried.append((steps, gaps.mean().item(), sem))
+        if tried[-1][1] <= target:
+            break
+    return GapSearch(target=target, cap=max_steps, tried=tried, lower=lower, upper=upper)

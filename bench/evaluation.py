@@ -14,8 +14,10 @@ checks against what ``diagnostics`` returns and hands on to the record.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .active_units import ActiveUnits, exact_posterior_mean, from_means, latent_layers
-from .ais import Density, Gaussian, ais_log_likelihood, bdmc
+from .ais import Density, GapSearch, Gaussian, ais_log_likelihood, bdmc, bdmc_gap_search
 from .columns import Column
 from .config import NEW_OPTION, require
 from .metrics import gaussian_moments, importance_sampled_log_likelihood, mean_and_sem, posterior_pass
@@ -78,6 +80,13 @@ class EvalConfig:
     images, from the exact posterior means where the posterior offers them and otherwise from the
     means of the one pass's ``posterior_samples`` draws per image. Off by default, and left out of
     the evaluation's id at its default, so that existing studies keep their records.
+
+    Gap-targeted AIS: with ``bdmc_gap_target`` (nats) the temperatures are not fixed but found:
+    starting from ``ais_steps`` (or ``ais_prior_steps``) they double, up to ``ais_max_steps``,
+    until the BDMC gap on the ``bdmc_examples`` simulated pairs is at most the target
+    (:func:`vaebench.ais.bdmc_gap_search`); the test images' AIS then runs with that schedule,
+    and the summary says which it was and whether the target was met. Without a target
+    (the default) the temperatures are the fixed ones above, as before the option existed.
     """
 
     examples: int | None = None
@@ -97,6 +106,8 @@ class EvalConfig:
     ais_pilot_chains: int = 4
     bdmc_examples: int = 0
     active_units: bool = field(default=False, metadata=NEW_OPTION)
+    bdmc_gap_target: float | None = field(default=None, metadata=NEW_OPTION)
+    ais_max_steps: int | None = field(default=None, metadata=NEW_OPTION)
 
     def __post_init__(self) -> None:
         require(self.examples is None or self.examples > 0, f"examples must be positive, got {self.examples}")
@@ -109,6 +120,24 @@ class EvalConfig:
                 f"ais_prior_steps must be positive, got {self.ais_prior_steps}")
         require(self.ais_pilot_steps is None or self.ais_pilot_steps > 0,
                 f"ais_pilot_steps must be positive, got {self.ais_pilot_steps}")
+        self._check_gap_target()
+
+    def _check_gap_target(self) -> None:
+        target, cap = self.bdmc_gap_target, self.ais_max_steps
+        if target is None:
+            require(cap is None, f"ais_max_steps ({cap}) caps the temperatures of gap-targeted AIS: "
+                                 "set bdmc_gap_target too, or leave it out")
+            return
+        require(math.isfinite(target) and target > 0,
+                f"bdmc_gap_target must be a positive, finite number of nats, got {target}")
+        require(self.ais_steps > 0, "bdmc_gap_target needs AIS: ais_steps is 0")
+        require(self.bdmc_examples > 0, "bdmc_gap_target needs bdmc_examples > 0: the gap is measured on images "
+                                        "simulated from the model")
+        require(cap is not None, "bdmc_gap_target needs ais_max_steps, the most temperatures to try")
+        for name in ("ais_steps", "ais_prior_steps"):
+            start = getattr(self, name)
+            require(start is None or cap >= start,
+                    f"ais_max_steps ({cap}) is below {name} ({start}), where the search for temperatures starts")
 
     @property
     def posterior_samples(self) -> int:
@@ -130,6 +159,8 @@ class Evaluation:
     ``ais``, ``bdmc``, ``is_full``, whichever ran) and ``total``. ``columns``: the method's
     declarations of its own per-example columns (those of ``diagnostics``). ``active_units``:
     A_u per latent unit and the count (:class:`~vaebench.active_units.ActiveUnits`), where asked for.
+    ``bdmc_search``: with a gap target, one entry per schedule tried, in order: its
+    ``temperatures``, ``bdmc_gap`` and ``bdmc_gap_sem`` (empty without a target).
     """
 
     summary: dict[str, float]
@@ -140,6 +171,7 @@ class Evaluation:
     per_example_full: dict[str, np.ndarray] = field(default_factory=dict)
     indices_full: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     active_units: ActiveUnits | None = None
+    bdmc_search: list[dict[str, float]] = field(default_factory=list)
 
 
 def fitted_gaussian(mean: torch.Tensor, cov: torch.Tensor, dtype: torch.dtype = torch.float32) -> Gaussian:
@@ -184,7 +216,9 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
     ``method.diagnostics`` returns; with ``quadrature`` ``exact_log_likelihood``; with
     ``ais_steps`` ``log_likelihood_ais``, ``ais_ess``, ``ais_acceptance``, ``ais_step_size``.
     The summary also says where AIS started (``ais_prior_start``: 1 from the prior, 0 from
-    the posterior's Gaussian) and with how many temperatures (``ais_temperatures``).
+    the posterior's Gaussian) and with how many temperatures (``ais_temperatures``); with a
+    ``bdmc_gap_target``, whether the BDMC gap met it (``bdmc_gap_target_met``: 1 or 0), the
+    temperatures being the first on the ladder that did, or the cap.
     """
     tic = time.perf_counter()
     if isinstance(method, torch.nn.Module):
@@ -202,6 +236,13 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
     def timed(part: str, start: float) -> None:
         seconds[part] += time.perf_counter() - start
 
+    settings = _ais_settings(config, from_posterior)
+    search = None
+    if config.ais_steps and config.bdmc_gap_target is not None:
+        t = time.perf_counter()  # the temperatures are found first, on simulated data, then used below
+        search = _gap_search(method, config, from_posterior, progress)
+        settings["n_steps"] = search.temperatures
+        timed("bdmc", t)
     chunks = tqdm(x.split(config.batch_size), desc=description, disable=None if progress else True, leave=False)
     for chunk in chunks:
         t = time.perf_counter()
@@ -230,8 +271,7 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
         if config.ais_steps:
             t = time.perf_counter()
             start = fitted_gaussian(result.mean, result.cov, chunk.dtype) if from_posterior else None
-            ais = ais_log_likelihood(method, chunk, initial=start,
-                                     **_ais_settings(config, from_posterior), progress=progress)
+            ais = ais_log_likelihood(method, chunk, initial=start, **settings, progress=progress)
             for name, value in (("log_likelihood_ais", ais.log_likelihood), ("ais_ess", ais.ess),
                                 ("ais_acceptance", ais.acceptance_rate), ("ais_step_size", ais.step_size)):
                 columns[name].append(value)
@@ -241,13 +281,17 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
     summary["n"] = float(len(x))
     if config.ais_steps:
         summary["ais_prior_start"] = 0.0 if from_posterior else 1.0
-        summary["ais_temperatures"] = float(_ais_settings(config, from_posterior)["n_steps"])
+        summary["ais_temperatures"] = float(settings["n_steps"])
     if config.quadrature:
         t = time.perf_counter()
         with torch.no_grad():
             summary["aggregate_kl"] = aggregate_kl(method, x)
         timed("quadrature", t)
-    if config.ais_steps and config.bdmc_examples:
+    if search is not None:
+        summary.update(_bdmc_columns(search.lower, search.upper))
+        summary["bdmc_examples"] = float(config.bdmc_examples)
+        summary["bdmc_gap_target_met"] = float(search.met)
+    elif config.ais_steps and config.bdmc_examples:
         t = time.perf_counter()
         summary.update(_bdmc_summary(method, config, from_posterior, progress))
         timed("bdmc", t)
@@ -255,6 +299,9 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
     if config.active_units:
         evaluation.active_units = _active_units(method, unit_means, n_draws)
         summary.update(evaluation.active_units.summary())
+    if search is not None:
+        evaluation.bdmc_search = [{"temperatures": float(steps), "bdmc_gap": gap, "bdmc_gap_sem": sem}
+                                  for steps, gap, sem in search.tried]
     if config.full_test_is_samples and method.has_density:
         t = time.perf_counter()
         with torch.no_grad():
@@ -286,22 +333,44 @@ def _ais_settings(config: EvalConfig, from_posterior: bool) -> dict:
                 pilot_chains=config.ais_pilot_chains)
 
 
+def _initial_fn(method: LatentVariableModel, config: EvalConfig, from_posterior: bool
+                ) -> Callable[[torch.Tensor], Density] | None:
+    """The BDMC start for simulated images: the posterior draws' Gaussian, or None (the prior)."""
+    if not from_posterior:
+        return None
+    return lambda x: _posterior_start(method, x, config.posterior_samples)
+
+
+def _bdmc_columns(lower: torch.Tensor, upper: torch.Tensor) -> dict[str, float]:
+    """Mean and standard error of BDMC's bounds and gap over the simulated images."""
+    return mean_and_sem({name: _to_numpy([value]) for name, value in
+                         (("bdmc_lower", lower), ("bdmc_upper", upper), ("bdmc_gap", upper - lower))})
+
+
 def _bdmc_summary(method: LatentVariableModel, config: EvalConfig, from_posterior: bool,
                   progress: bool) -> dict[str, float]:
     """BDMC on ``bdmc_examples`` images simulated from the model, at the AIS settings and start."""
-    def initial_fn(x: torch.Tensor) -> Density:
-        return _posterior_start(method, x, config.posterior_samples)
-
-    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+    lower, upper = [], []
     for offset in range(0, config.bdmc_examples, config.batch_size):
         b = bdmc(method, min(config.batch_size, config.bdmc_examples - offset),
-                 initial_fn=initial_fn if from_posterior else None, progress=progress,
+                 initial_fn=_initial_fn(method, config, from_posterior), progress=progress,
                  **_ais_settings(config, from_posterior))
-        for name, value in (("bdmc_lower", b.lower), ("bdmc_upper", b.upper), ("bdmc_gap", b.upper - b.lower)):
-            parts[name].append(value)
-    summary = mean_and_sem({name: _to_numpy(values) for name, values in parts.items()})
+        lower.append(b.lower)
+        upper.append(b.upper)
+    summary = _bdmc_columns(torch.cat(lower), torch.cat(upper))
     summary["bdmc_examples"] = float(config.bdmc_examples)
     return summary
+
+
+def _gap_search(method: LatentVariableModel, config: EvalConfig, from_posterior: bool, progress: bool
+                ) -> GapSearch:
+    """Gap-targeted BDMC at the AIS settings and start, from the study's temperatures up to its cap."""
+    # one draw from the caller's (seeded) stream: every schedule then sees the same simulated images
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    return bdmc_gap_search(method, config.bdmc_examples, target=config.bdmc_gap_target,
+                           max_steps=config.ais_max_steps, batch_size=config.batch_size, seed=seed,
+                           initial_fn=_initial_fn(method, config, from_posterior), progress=progress,
+                           **_ais_settings(config, from_posterior))
 
 
 __all__ = ["EvalConfig", "Evaluation", "evaluate", "fitted_gaussian"]

@@ -83,12 +83,17 @@ def check_data(study: Study) -> dict[str, DataShape]:
 def _trial_eval(config: EvalConfig, has_density: bool) -> EvalConfig:
     """The study's evaluation settings at the smallest sizes that still take every code path,
     except importance sampling for implicit posteriors, whose proposal alone costs 256 draws
-    per example (seconds per model with conv nets)."""
-    return dataclasses.replace(
+    per example (seconds per model with conv nets). A gap-targeted search tries at most two
+    schedules of 2 and 4 temperatures."""
+    trial = dataclasses.replace(
         config, is_samples=min(config.is_samples, 2) if has_density else 0, elbo_samples=1, batch_size=TRIAL_EXAMPLES,
         quadrature=False,  # its grid is costly, and parse_study already checks the latent size
         ais_steps=min(config.ais_steps, 2), ais_chains=1, ais_leapfrog=1, examples=TRIAL_EXAMPLES,
         bdmc_examples=min(config.bdmc_examples, 1))
+    if config.bdmc_gap_target is None:
+        return trial
+    return dataclasses.replace(trial, ais_prior_steps=None if config.ais_prior_steps is None else min(config.ais_prior_steps, 2),
+                               ais_max_steps=min(config.ais_max_steps, 4))
 
 
 def _build(study: Study, index: int, shape: DataShape, latent_dim: int) -> Method:

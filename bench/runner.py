@@ -111,6 +111,13 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
         if full:
             arrays.update({"indices_full": evaluation.indices_full, **full})
         record["per_example"] = write_values(results_dir, run.cell_id, arrays)
+        if evaluation.bdmc_search:  # gap-targeted AIS: every schedule tried, and whether the last met the target
+            record["bdmc_search"] = evaluation.bdmc_search
+            if not evaluation.summary.get("bdmc_gap_target_met"):
+                last = evaluation.bdmc_search[-1]
+                record["notes"].append(
+                    f"BDMC gap target not met: {last['bdmc_gap']:.3f} nats at the cap of "
+                    f"{last['temperatures']:,.0f} temperatures, above the target of {run.eval.bdmc_gap_target:g}")
         # the method's own columns travel with the record, so the report needs no method to show them
         record["columns"] = [column.to_dict() for column in evaluation.columns]
         if evaluation.active_units is not None:  # A_u per unit: one number per unit, not per image

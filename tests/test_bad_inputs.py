@@ -122,6 +122,9 @@ BY_HAND = [
     ("epochs-huge", TOY.replace("epochs = 1", "epochs = 1000000000000000").encode(), ["train.epochs", "limit"]),
     ("quadrature", TOY.replace("[2]", "[2, 8]").encode() + b"quadrature = true\n", ["eval.quadrature", "has 8"]),
     ("lr-inf", TOY.replace('["vae"]', '[{name = "vae", lr = inf}]').encode(), ["lr: expected a finite number"]),
+    ("gap-target", TOY.replace("is_samples = 5", "is_samples = 5\nais_steps = 10\nbdmc_examples = 2\n"
+                                                 "bdmc_gap_target = 0.1\nais_max_steps = 5").encode(),
+     ["eval: ais_max_steps (5) is below ais_steps (10)"]),
     # these need the data set's sizes or a model: caught by the preflight, naming file and field
     ("subset", TOY.encode() + b"[data]\ntrain_subset = 5000\n", ["bad.toml: data.train_subset", "toy4 has 4,000"]),
     ("batch", TOY.replace("batch_size = 10", "batch_size = 300").encode() + b"[data]\ntrain_subset = 200\n",

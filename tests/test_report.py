@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from vaebench.columns import Column
@@ -15,6 +16,7 @@ from vaebench.report import (
     paired_differences,
     records_frame,
     summary_frame,
+    uneven_gaps,
     write_report,
     write_table,
 )
@@ -296,3 +298,35 @@ def test_each_per_example_file_is_read_once_per_report(tmp_path, monkeypatch):
     readme = write_report(tmp_path)["readme"].read_text()
     assert "## Paired differences from m" in readme and "## Estimators of one model" in readme
     assert reads == {f"{label}-s{seed}-p.npz": 1 for label in ("ref", "m") for seed in (0, 1)}
+
+
+def test_a_paired_ais_difference_whose_sides_gaps_differ_by_more_than_its_se_is_marked(tmp_path):
+    idx = np.arange(4)
+    base = np.array([-90.0, -95.0, -88.0, -92.0])
+    # per-seed mean shifts 1.0 and 1.2: SE over seeds 0.1, while the per-image spread makes the SE
+    # over images about 1.4; the mark compares the gaps with the SE over seeds
+    shift = {0: np.array([1.0, 5.0, -3.0, 1.0]), 1: np.array([1.2, 5.2, -2.8, 1.2])}
+    gaps = {"anchor": 0.02, "wobbly": 0.5, "steady": 0.1}  # 0.48 apart from the reference's (marked), 0.08 (not)
+    for label, gap in gaps.items():
+        for seed in (0, 1):
+            values = base + (0 if label == "anchor" else shift[seed])
+            _record(tmp_path, label, seed, {"log_likelihood_ais": values.mean(), "bdmc_gap": gap},
+                    {"log_likelihood_ais": values.astype(np.float32)}, indices=idx)
+    study = {"name": "s", "methods": [{"label": label} for label in gaps]}
+    (tmp_path / "study.json").write_text(json.dumps({"study": study}))  # anchor first: the reference
+    paths = write_report(tmp_path)
+    section = paths["readme"].read_text().split("## Paired differences from anchor")[1].split("\n## ")[0]
+    rows = _table(section)
+    assert rows["wobbly"]["method − reference"] == "+1.10 †" and rows["steady"]["method − reference"] == "+1.10"
+    assert rows["wobbly"]["± SE over seeds"] == "0.1" and float(rows["wobbly"]["± SE over images (paired)"]) > 1
+    assert rows["wobbly"]["BDMC gaps (method / reference)"] == "0.50 / 0.02"
+    assert rows["steady"]["BDMC gaps (method / reference)"] == "0.10 / 0.02"
+    legend = [line for line in section.splitlines() if line.startswith("- ")]
+    assert any(line.startswith("- † beside a difference: the two sides' BDMC gaps differ by more than the "
+                               "difference's standard error") for line in legend), legend
+    assert not any(label in line for line in legend for label in gaps)  # the legend names no method
+    assert "†" in paths["paired"].read_text()
+    # with one seed the SE over images decides
+    one_seed = pd.DataFrame({"se_over_seeds": [math.nan, math.nan], "se_over_images": [0.2, 0.2],
+                             "bdmc_gap": [0.5, 0.25], "reference_bdmc_gap": [0.1, 0.1]})
+    assert list(uneven_gaps(one_seed)) == [True, False]

@@ -140,3 +140,24 @@ def test_options_added_later_leave_the_training_identity_alone_at_their_default(
     committed = json.loads((Path(__file__).resolve().parents[1] / "results/burda2016/study.json").read_text())
     ids = {c["cell_id"] for c in committed["cells"]}
     assert {c.cell_id for c in load_study("burda2016").cells()} == ids
+
+
+def test_evaluation_options_added_later_leave_every_committed_record_current():
+    """A gap target changes a cell's evaluation (its eval_id), never its training (its cell id); absent,
+    the cells of every committed preset's records keep their cell, evaluation and protocol ids."""
+    from vaebench.study import parse_study
+
+    def ids(evaluation: dict) -> tuple[str, str]:
+        study = parse_study({"name": "ids", "methods": ["vae"], "datasets": ["toy4"], "latent_dims": [2],
+                             "seeds": [0], "eval": {"ais_steps": 10, "bdmc_examples": 2, **evaluation}})
+        run = study.cells()[0]
+        return run.cell_id, run.eval_id
+
+    plain = ids({})
+    targeted = ids({"bdmc_gap_target": 0.1, "ais_max_steps": 40})
+    assert targeted[0] == plain[0] and targeted[1] != plain[1]
+    for path in sorted((Path(__file__).resolve().parents[1] / "results").glob("*/study.json")):
+        committed = {(c["cell_id"], c["eval_id"], c["protocol_id"]) for c in json.loads(path.read_text())["cells"]}
+        # a preset may have gained cells since its results were committed; none of those records turns stale
+        assert committed <= {(run.cell_id, run.eval_id, run.protocol_id)
+                             for run in load_study(path.parent.name).cells()}, path.parent.name

@@ -15,11 +15,20 @@ from .comparisons import published_comparison, reference_comparison
 from .formatting import format_mean, latex_table, markdown_table, method_table, paired_table, posterior_table, spread_note
 from .frames import KEYS, method_columns, ordered_frame, records_frame, summary_frame
 from .readme import load_study_records, write_report, write_table
-from .statistics import ESTIMATOR_PAIRS, PAIRED, estimator_gaps, falls_below, paired_differences
+from .statistics import (
+    AIS_COLUMN,
+    ESTIMATOR_PAIRS,
+    PAIRED,
+    estimator_gaps,
+    falls_below,
+    missed_gap_target,
+    paired_differences,
+    uneven_gaps,
+)
 
 __all__ = [
-    "ESTIMATOR_PAIRS", "KEYS", "PAIRED", "estimator_gaps", "falls_below", "format_mean", "latex_table",
-    "load_study_records", "markdown_table", "method_columns", "method_table", "ordered_frame", "paired_differences",
+    "AIS_COLUMN", "ESTIMATOR_PAIRS", "KEYS", "PAIRED", "estimator_gaps", "falls_below", "format_mean", "latex_table",
+    "load_study_records", "markdown_table", "method_columns", "missed_gap_target", "method_table", "ordered_frame", "paired_differences",
     "paired_table", "posterior_table", "published_comparison", "records_frame", "reference_comparison",
-    "spread_note", "summary_frame", "write_report", "write_table",
+    "spread_note", "summary_frame", "uneven_gaps", "write_report", "write_table",
 ]

@@ -12,9 +12,11 @@ from tabulate import tabulate
 
 from ..columns import BUILTIN_COLUMNS, POSTERIOR_COLUMNS, TABLE_COLUMNS, Column
 from .frames import KEYS, shown_in
-from .statistics import falls_below
+from .statistics import falls_below, missed_gap_target, uneven_gaps
 
 FLAG = "⚠"
+#: beside a paired difference of AIS estimates whose two sides' BDMC gaps differ by more than its SE
+UNEVEN = "†"
 
 
 def format_mean(mean: float, se: float, state: str, digits: int | None = None) -> str:
@@ -38,20 +40,44 @@ def _shown(summary: pd.DataFrame, columns: tuple[Column, ...], latex: bool = Fal
             continue
         cells = [format_mean(m, s, st, column.digits) for m, s, st in
                  zip(summary[f"{column.name}_mean"], summary[f"{column.name}_se"], summary[f"{column.name}_state"])]
-        cells = [c + (f" {FLAG}" if flagged and c not in ("—", "nan") else "")
-                 for c, flagged in zip(cells, falls_below(summary, column))]
+        flags = falls_below(summary, column)
+        if column.name == "bdmc_gap":
+            flags = flags | missed_gap_target(summary)
+        cells = [c + (f" {FLAG}" if flagged and c not in ("—", "nan") else "") for c, flagged in zip(cells, flags)]
         heading = column.heading if column.heading not in shown else f"{column.heading} ({column.name})"
         shown[heading] = [c.replace("±", "$\\pm$").replace(FLAG, "(!)") if latex else c for c in cells]
         names.add(column.name)
     shown["N"] = summary["n_examples"]
     if "bdmc_gap" in names and summary["n_bdmc"].astype(bool).any():
         shown["N BDMC"] = summary["n_bdmc"]  # its own images, simulated from each model
+    if "log_likelihood_ais" in names and gap_targeted(summary):
+        shown["AIS temperatures"] = summary["ais_temperatures_used"]  # found per cell by the gap target
     if "log_likelihood_is_full" in names and summary["n_full"].astype(bool).any():
         shown["N full"] = summary["n_full"]
     shown["seeds"] = summary["n_seeds"]
     if summary["failed"].astype(bool).any():
         shown["failed"] = summary["failed"]
     return shown
+
+
+def gap_targeted(summary: pd.DataFrame) -> bool:
+    """Whether some row's AIS found its temperatures by a BDMC gap target."""
+    return "ais_temperatures_used" in summary and bool(summary["ais_temperatures_used"].astype(bool).any())
+
+
+def gap_target_legend(summary: pd.DataFrame, target: float | None, cap: int | None) -> list[str]:
+    """What the AIS temperatures column and a ⚠ beside a BDMC gap mean, for a study with a gap target."""
+    if not gap_targeted(summary):
+        return []
+    goal = f"at most {target:g} nats" if target is not None else "within the study's target"
+    limit = f"the cap of {cap:,} temperatures" if cap is not None else "the study's cap on temperatures"
+    lines = [f"- **AIS temperatures**: the temperatures of each cell's AIS, found on the images simulated for the "
+             f"BDMC gap: doubled from the study's start until the gap was {goal}, or {limit} ('/' between "
+             "seeds that needed different numbers)"]
+    if missed_gap_target(summary).any():
+        lines.append(f"- {FLAG} beside **BDMC gap**: in at least one seed the gap was still above the target at "
+                     f"{limit}: that row's AIS is looser than the study asked for")
+    return lines
 
 
 def spread_note(summary: pd.DataFrame) -> str:
@@ -149,10 +175,34 @@ def flag_legend(summary: pd.DataFrame, columns: tuple[Column, ...]) -> list[str]
     return lines
 
 
+def _has_gaps(paired: pd.DataFrame) -> bool:
+    return "bdmc_gap" in paired and bool((paired["bdmc_gap"].notna() & paired["reference_bdmc_gap"].notna()).any())
+
+
 def paired_table(paired: pd.DataFrame) -> str:
-    """Paired differences (:func:`~vaebench.report.statistics.paired_differences`) in Markdown."""
+    """Paired differences (:func:`~vaebench.report.statistics.paired_differences`) in Markdown; where
+    the sides have BDMC gaps, those too, and :data:`UNEVEN` beside a difference whose sides' gaps
+    differ by more than its standard error."""
     shown = paired[["dataset", "latent_dim", "method", "reference", "metric", "seeds", "N"]].copy()
-    shown["method − reference"] = [f"{d:+.2f}" for d in paired["difference"]]
+    shown["method − reference"] = [f"{d:+.2f}" + (f" {UNEVEN}" if uneven else "")
+                                   for d, uneven in zip(paired["difference"], uneven_gaps(paired))]
     shown["± SE over seeds"] = ["" if pd.isna(s) else f"{s:.2f}" for s in paired["se_over_seeds"]]
     shown["± SE over images (paired)"] = [f"{s:.2f}" for s in paired["se_over_images"]]
+    if _has_gaps(paired):
+        shown["BDMC gaps (method / reference)"] = [
+            "" if pd.isna(a) or pd.isna(b) else f"{a:.2f} / {b:.2f}"
+            for a, b in zip(paired["bdmc_gap"], paired["reference_bdmc_gap"])]
     return shown.to_markdown(index=False)
+
+
+def paired_legend(paired: pd.DataFrame) -> list[str]:
+    """What the BDMC gaps beside paired differences and the mark :data:`UNEVEN` mean (none without gaps)."""
+    if not _has_gaps(paired):
+        return []
+    lines = ["- **BDMC gaps (method / reference)**: each side's BDMC gap in nats (on images simulated from its "
+             "own model), averaged over the paired seeds: how far each side's AIS may fall short of log p(x)"]
+    if uneven_gaps(paired).any():
+        lines.append(f"- {UNEVEN} beside a difference: the two sides' BDMC gaps differ by more than the difference's "
+                     "standard error (over seeds; over images where there is one seed), so the two AIS estimates "
+                     "are not equally tight, and part of the difference may be the estimator's, not the models'")
+    return lines

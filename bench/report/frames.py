@@ -109,7 +109,10 @@ def _joined_sizes(values: pd.Series) -> str:
 def summary_frame(frame: pd.DataFrame, columns: tuple[Column, ...] | None = None) -> pd.DataFrame:
     """Per (dataset, latent size, method): mean and standard error over seeds of every declared
     column (the built-in ones and ``columns``, by default the frame's method-declared columns),
-    the seed count, the failed seeds and their reasons, and N (test images per cell)."""
+    the seed count, the failed seeds and their reasons, and N (test images per cell). Where some
+    cell ran gap-targeted AIS (its metrics have ``bdmc_gap_target_met``), also per row the
+    temperatures its cells' AIS used (``ais_temperatures_used``: "200/400" when seeds differ) and
+    how many of its seeds reached the cap with the gap above the target (``gap_target_missed``)."""
     declared = frame_columns(frame) if columns is None else tuple(columns)
     frame = _protocol_groups(frame)
     keys = list(KEYS)
@@ -125,6 +128,10 @@ def summary_frame(frame: pd.DataFrame, columns: tuple[Column, ...] | None = None
         row["n_examples"] = "/".join(map(str, sorted({int(n) for n in good["n_examples"] if not pd.isna(n)})))
         row["n_bdmc"] = _joined_sizes(good["bdmc_examples"] if "bdmc_examples" in good else pd.Series(dtype=float))
         row["n_full"] = _joined_sizes(good["n_full"] if "n_full" in good else pd.Series(dtype=float))
+        if "bdmc_gap_target_met" in frame:
+            targeted = good[good["bdmc_gap_target_met"].notna()]
+            row["ais_temperatures_used"] = _joined_sizes(targeted["ais_temperatures"])
+            row["gap_target_missed"] = int((targeted["bdmc_gap_target_met"] == 0).sum())
         for metric in metrics:
             has = good[f"{metric}__has"].eq(True) if f"{metric}__has" in good else pd.Series(False, good.index)
             if not has.any():  # not computed for this method: distinct from computed and NaN

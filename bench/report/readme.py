@@ -14,18 +14,21 @@ from ..records import PerExampleValues, scan_records
 from ..text import plural
 from .comparisons import published_comparison, reference_comparison
 from .formatting import (
+    FLAG,
     column_legend,
     flag_legend,
+    gap_target_legend,
     latex_table,
     markdown_table,
     method_table,
+    paired_legend,
     paired_table,
     posterior_table,
     rows_with,
     spread_note,
 )
 from .frames import frame_columns, ordered_frame, study_order, summary_frame
-from .statistics import estimator_gaps, paired_differences
+from .statistics import estimator_gaps, missed_gap_target, paired_differences
 
 
 def load_study_records(results_dir: Path
@@ -51,6 +54,8 @@ def write_table(results_dir: Path, frame: pd.DataFrame | None = None) -> dict[st
         apart.append("the full test set (N full)")
     caption = (f"N test images per cell, the same images for every column but {' and '.join(apart)}; "
                f"{spread_note(summary)}.")
+    if missed_gap_target(summary).any():
+        caption += f" {FLAG} beside a BDMC gap: its target was not met within the cap on AIS temperatures."
     paths["md"].write_text(markdown_table(summary) + "\n\n" + caption + "\n")
     summary.to_csv(paths["csv"], index=False)
     paths["tex"].write_text(latex_table(summary) + "\n% " + caption + "\n")
@@ -66,9 +71,13 @@ def _estimator_settings(evaluation: dict[str, Any]) -> dict[str, str]:
         out["log_likelihood_is_full"] = f" ({evaluation['full_test_is_samples']:,} samples per image)"
     if evaluation.get("ais_steps"):
         prior = evaluation.get("ais_prior_steps") or evaluation["ais_steps"]
+        temperatures = f"{evaluation['ais_steps']} temperatures from the posterior's Gaussian, {prior} from the prior"
+        if evaluation.get("bdmc_gap_target") is not None:
+            temperatures = (f"temperatures doubled from {evaluation['ais_steps']} (from the posterior's Gaussian) or "
+                            f"{prior} (from the prior) up to {evaluation.get('ais_max_steps'):,} until the BDMC "
+                            f"gap was at most {evaluation['bdmc_gap_target']:g} nats: see AIS temperatures")
         out["log_likelihood_ais"] = (f" ({evaluation.get('ais_chains')} chains × {evaluation.get('ais_leapfrog')} "
-                                     f"leapfrog steps; {evaluation['ais_steps']} temperatures from the posterior's "
-                                     f"Gaussian, {prior} from the prior)")
+                                     f"leapfrog steps; {temperatures})")
     draws = max(evaluation.get(k) or 0 for k in ("is_samples", "elbo_samples", "moment_samples"))
     if draws:  # one set of draws per image serves the ELBO, reconstruction and the posterior's moments
         for key in ("elbo", "elbo_upper_bound", "recon_bernoulli_nll", "recon_mse", "recon_pixel_error"):
@@ -154,6 +163,8 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
     lines += ["Columns:", ""] + column_legend(summary, TABLE_COLUMNS, _estimator_settings(study.get("eval") or {}))
     if "n_bdmc" in summary and summary["n_bdmc"].astype(bool).any():
         lines += ["- **N BDMC**: images simulated from each model for the BDMC gap"]
+    evaluation = study.get("eval") or {}
+    lines += gap_target_legend(summary, evaluation.get("bdmc_gap_target"), evaluation.get("ais_max_steps"))
     lines += [""]
     diagnostics = posterior_table(summary)
     if diagnostics:
@@ -170,12 +181,15 @@ def write_report(results_dir: Path, reference_dir: Path | None = None) -> dict[s
         lines += column_legend(summary, declared, declared=True) + flag_legend(summary, declared) + [""]
     if not paired.empty:
         paths["paired"] = results_dir / "paired.md"
-        paths["paired"].write_text(paired_table(paired) + "\n")
+        legend = paired_legend(paired)
+        paths["paired"].write_text(paired_table(paired) + "\n" + "".join(f"\n{line}" for line in legend)
+                                   + ("\n" if legend else ""))
         ref = paired["reference"].iloc[0]
         lines += [f"## Paired differences from {ref}", "",
                   "Each method minus the reference on the same test images and seeds: the mean over seeds of "
                   "the per-seed mean difference, its standard error over seeds, and the standard error from "
                   "the per-image differences (paired).", "", paired_table(paired), ""]
+        lines += legend + ([""] if legend else [])
     gaps = estimator_gaps(ok, results_dir, order=methods, values=values)
     if not gaps.empty:
         lines += ["## Estimators of one model on the same images", "",

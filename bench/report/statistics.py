@@ -21,6 +21,8 @@ from .frames import method_columns
 #: built-in per-example columns compared in pairs with the reference method, when both have them
 #: (a method's declared columns are compared too, where both methods of a pair declare them)
 PAIRED = ("log_likelihood_ais", "exact_log_likelihood", "log_likelihood_is", "elbo")
+#: the paired column whose two sides' estimators are checked for equal tightness by their BDMC gaps
+AIS_COLUMN = "log_likelihood_ais"
 #: estimators of one model compared on the test images they share, the tighter (or exact) first:
 #: the difference says how far the second falls short
 ESTIMATOR_PAIRS: tuple[tuple[str, str], ...] = (
@@ -72,12 +74,15 @@ def paired_differences(records: list[dict[str, Any]], results_dir: Path, referen
 
     Per seed: the mean over the shared test images of (method − reference), with its standard
     error over images. Across seeds: the mean of the per-seed differences and its standard
-    error over seeds (NaN with one seed).
+    error over seeds (NaN with one seed). For :data:`AIS_COLUMN`, ``bdmc_gap`` and
+    ``reference_bdmc_gap``: each side's BDMC gap (from its records' metrics) averaged over the
+    paired seeds, NaN where a side has none (see :func:`uneven_gaps`).
     """
     read = _reader(results_dir, values)
     if metrics is None:
         metrics = PAIRED + tuple(c.name for c in method_columns(records))
     cells: dict[tuple[str, int, str, int], dict[str, np.ndarray]] = {}
+    gaps: dict[tuple[str, int, str, int], float] = {}
     order = list(order or [])
     for r in records:
         if r.get("status") != "ok":
@@ -86,7 +91,9 @@ def paired_differences(records: list[dict[str, Any]], results_dir: Path, referen
         if arrays is None:
             continue
         cfg = r["config"]
-        cells[(cfg["dataset"], cfg["latent_dim"], cfg["label"], cfg["seed"])] = arrays
+        key = (cfg["dataset"], cfg["latent_dim"], cfg["label"], cfg["seed"])
+        cells[key] = arrays
+        gaps[key] = float((r.get("metrics") or {}).get("bdmc_gap", math.nan))
         if cfg["label"] not in order:
             order.append(cfg["label"])
     rows = []
@@ -97,7 +104,7 @@ def paired_differences(records: list[dict[str, Any]], results_dir: Path, referen
             if method == ref:
                 continue
             for metric in metrics:
-                diffs = []
+                diffs, seeds = [], []
                 for (d, z, m, seed), arrays in cells.items():
                     if (d, z, m) != (dataset, latent, method) or metric not in arrays:
                         continue
@@ -107,15 +114,40 @@ def paired_differences(records: list[dict[str, Any]], results_dir: Path, referen
                     diff = paired_by_index((arrays["indices"], arrays[metric]), (base["indices"], base[metric]))
                     if len(diff):
                         diffs.append(diff)
+                        seeds.append(seed)
                 if not diffs:
                     continue
                 difference, se_seeds, se_images = over_seeds(diffs)
-                rows.append({
+                row = {
                     "dataset": dataset, "latent_dim": latent, "method": method, "reference": ref,
                     "metric": metric, "seeds": len(diffs), "N": min(len(d) for d in diffs),
                     "difference": difference, "se_over_seeds": se_seeds, "se_over_images": se_images,
-                })
+                }
+                if metric == AIS_COLUMN:
+                    for column, label in (("bdmc_gap", method), ("reference_bdmc_gap", ref)):
+                        row[column] = float(np.mean([gaps[(dataset, latent, label, s)] for s in seeds]))
+                rows.append(row)
     return pd.DataFrame(rows)
+
+
+def uneven_gaps(paired: pd.DataFrame) -> pd.Series:
+    """Per row of :func:`paired_differences`: whether the two sides' BDMC gaps differ by more than
+    the difference's standard error (over seeds; over images where there is one seed), so that the
+    two AIS estimates are not equally tight on the scale of the comparison. False where a side
+    has no gap."""
+    if "bdmc_gap" not in paired:
+        return pd.Series(False, index=paired.index)
+    se = paired["se_over_seeds"].where(paired["se_over_seeds"].notna(), paired["se_over_images"]).astype(float)
+    spread = (paired["bdmc_gap"].astype(float) - paired["reference_bdmc_gap"].astype(float)).abs()
+    return (spread.notna() & (spread > se)).astype(bool)
+
+
+def missed_gap_target(summary: pd.DataFrame) -> pd.Series:
+    """Per summary row: whether a seed's gap-targeted AIS reached its temperature cap with the BDMC
+    gap still above the target (False for rows without a gap target)."""
+    if "gap_target_missed" not in summary:
+        return pd.Series(False, index=summary.index)
+    return (summary["gap_target_missed"].fillna(0) > 0).astype(bool)
 
 
 def estimator_gaps(records: list[dict[str, Any]], results_dir: Path, order: list[str] | None = None, *,
