@@ -122,6 +122,8 @@ BY_HAND = [
     ("epochs-huge", TOY.replace("epochs = 1", "epochs = 1000000000000000").encode(), ["train.epochs", "limit"]),
     ("quadrature", TOY.replace("[2]", "[2, 8]").encode() + b"quadrature = true\n", ["eval.quadrature", "has 8"]),
     ("lr-inf", TOY.replace('["vae"]', '[{name = "vae", lr = inf}]').encode(), ["lr: expected a finite number"]),
+    ("quadrature-method", TOY.replace('["vae"]', '["vae", {name = "vae", label = "v8", latent_dims = [8]}]').encode()
+     + b"quadrature = true\n", ["eval.quadrature", "has 8"]),
     # these need the data set's sizes or a model: caught by the preflight, naming file and field
     ("subset", TOY.encode() + b"[data]\ntrain_subset = 5000\n", ["bad.toml: data.train_subset", "toy4 has 4,000"]),
     ("batch", TOY.replace("batch_size = 10", "batch_size = 300").encode() + b"[data]\ntrain_subset = 200\n",
@@ -134,6 +136,11 @@ BY_HAND = [
     ("params", TOY.encode() + b"[architecture]\nhidden = [100000000]\n", ["parameters, beyond the limit"]),
     ("conv-on-toy", TOY.encode() + b'[architecture]\nbackbone = "conv"\n',
      ["study.methods[0] (vae) on toy4 with latent size 2", "conv backbone needs square images"]),
+    # a method's own networks and latent sizes are the ones the preflight builds
+    ("conv-on-toy-method", TOY.replace('["vae"]', '["vae", {name = "vae", label = "c", architecture = {backbone = "conv"}}]')
+     .encode(), ["study.methods[1] (c) on toy4 with latent size 2", "conv backbone needs square images"]),
+    ("params-method", TOY.replace('["vae"]', '["vae", {name = "vae", label = "big", latent_dims = [100000000]}]')
+     .encode(), ["study.methods[1] (big) on toy4 with latent size 100000000", "parameters, beyond the limit"]),
     ("compile-step-avb", TOY.replace('["vae"]', '["vae", "avb"]').replace("epochs = 1", 'epochs = 1\ncompile = "step"')
      .encode(), ["bad.toml: study.methods[1] (avb) on toy4", "compile = 'step' needs the standard update"]),
 ]
