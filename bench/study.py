@@ -330,8 +330,15 @@ def parse_study(data: dict[str, Any], default_name: str = "study", folder: Path 
         raise ConfigError("study.methods: expected a non-empty list of methods")
     specs = tuple(_method_spec(entry, i) for i, entry in enumerate(methods))
     labels = [s.label for s in specs]
-    require(len(set(labels)) == len(labels), f"study.methods: labels must be unique, got {labels}")
     study = from_dict(Study, {**raw, "methods": ()}, where="study")
+    # a label names one row of the tables per latent size: entries at different sizes may share it
+    labelled: dict[tuple[str, int], int] = {}
+    for i, spec in enumerate(specs):
+        for size in study.method_latent_dims(spec):
+            require((spec.label, size) not in labelled,
+                    f"study.methods[{i}]: label {spec.label!r} is methods[{labelled.get((spec.label, size))}]'s at "
+                    f"latent size {size}; labels must be unique at each latent size")
+            labelled[spec.label, size] = i
     resolved: dict[str, int] = {}
     for i, spec in enumerate(specs):  # same method and same settings: the same cells, run twice
         architecture = to_dict(study.method_architecture(spec))  # a bad key or value fails here

@@ -118,6 +118,8 @@ BY_HAND = [
     ("datasets", TOY.replace('["toy4"]', '["toy4", "toy4"]').encode(), ["study.datasets: 'toy4' is listed twice"]),
     ("same-method", TOY.replace('["vae"]', '["vae", {name = "vae", label = "v2", lr = 1e-3}]').encode(),
      ["study.methods[1]: 'v2' is methods[0] again"]),
+    ("same-label", TOY.replace('["vae"]', '["vae", {name = "iwae", label = "vae"}]').encode(),
+     ["study.methods[1]: label 'vae' is methods[0]'s at latent size 2"]),
     ("epochs-float", TOY.replace("epochs = 1", "epochs = 1e15").encode(), ["train.epochs: expected an integer, got 1000000000000000.0"]),
     ("epochs-huge", TOY.replace("epochs = 1", "epochs = 1000000000000000").encode(), ["train.epochs", "limit"]),
     ("quadrature", TOY.replace("[2]", "[2, 8]").encode() + b"quadrature = true\n", ["eval.quadrature", "has 8"]),

@@ -216,6 +216,19 @@ def test_methods_may_have_their_own_latent_sizes_and_architecture():
     assert [c.cell_id for c in same.cells()] == [c.cell_id for c in cells[:2]]
 
 
+def test_entries_at_different_latent_sizes_may_share_a_label():
+    """One table row per label and latent size: the authors' AVB-AC has other noise sizes at 32 than at 8."""
+    from vaebench.errors import ConfigError
+    from vaebench.study import parse_study
+
+    base = {"name": "labels", "datasets": ["mnist"], "latent_dims": [8]}
+    study = parse_study({**base, "methods": ["avb-ac", {"name": "avb-ac", "latent_dims": [32], "noise_dim": 64}]})
+    assert [(c.label, c.latent_dim, c.resolved_config.noise_dim) for c in study.cells()] == [
+        ("avb-ac", 8, 32), ("avb-ac", 32, 64)]
+    with pytest.raises(ConfigError, match="label 'avb-ac' is methods\\[0\\]'s at latent size 8"):
+        parse_study({**base, "methods": ["avb-ac", {"name": "avb-ac", "latent_dims": [8, 32], "noise_dim": 64}]})
+
+
 def test_a_method_repeated_with_other_networks_or_latent_sizes_is_not_a_duplicate():
     from vaebench.errors import ConfigError
     from vaebench.study import parse_study
