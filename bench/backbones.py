@@ -9,7 +9,7 @@ Backbones register by name; add one with ``@BACKBONES.register("name")``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import math
@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from .config import require
+from .config import NEW_OPTION, require
 from .registry import Registry
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -40,6 +40,13 @@ class Architecture:
     (as the scheme above leaves it) or ``mean-logit``: the logit of the mean training image,
     clipped to [0.001, 0.999] (Burda et al. 2016), set from the training split when
     training starts.
+
+    Two choices of the ``conv`` backbone only, after the AVB authors' networks of those names
+    (LMescheder/AdversarialVariationalBayes): ``conv_decoder``, ``conv1`` (``avb/decoders/conv1.py``,
+    the decoder of their VAE baseline) or ``conv0`` (``avb/decoders/conv0.py``, the decoder of
+    every AVB MNIST script); ``conv_encoder_batch_norm``: batch norm after the encoder's first
+    three convolutions, as their ``conv0_ac`` encoder body has; their plain-AVB ``conv0``
+    encoder, which adds noise after every convolution, has none.
     """
 
     backbone: str = "mlp"
@@ -47,12 +54,18 @@ class Architecture:
     activation: Literal["relu", "elu", "softplus", "tanh", "leaky_relu"] = "relu"
     init: Literal["torch", "glorot"] = "torch"
     output_bias: Literal["init", "mean-logit"] = "init"
+    conv_decoder: Literal["conv1", "conv0"] = field(default="conv1", metadata=NEW_OPTION)
+    conv_encoder_batch_norm: bool = field(default=True, metadata=NEW_OPTION)
 
     def __post_init__(self) -> None:
         require(len(self.hidden) > 0 and all(h > 0 for h in self.hidden),
                 f"hidden layer widths must be positive, got {list(self.hidden)}")
         require(self.backbone in BACKBONES,
                 f"unknown backbone {self.backbone!r}; registered backbones: {', '.join(BACKBONES.names())}")
+        # on another backbone they would do nothing, silently
+        for name, default in (("conv_decoder", "conv1"), ("conv_encoder_batch_norm", True)):
+            require(self.backbone == "conv" or getattr(self, name) == default,
+                    f"{name} applies to the conv backbone only, and backbone is {self.backbone!r}")
 
 
 def glorot_init_(module: nn.Module) -> nn.Module:
@@ -160,8 +173,10 @@ class ConvEncoder(nn.Module):
 
     x ↦ 2x − 1; four 5×5 convolutions with ``channels``·(1, 2, 4, 8) maps, the last
     ``n_down`` of them with stride 2 (two for 28×28); after each one the optional extra
-    input is added through a linear map (``add_linear``), then batch norm (not after the
-    last) and ELU; a linear layer maps the flattened features to ``out_dim``.
+    input is added through a linear map (``add_linear``), then, with ``batch_norm``, batch
+    norm (not after the last), and ELU; a linear layer maps the flattened features to
+    ``out_dim``. Without extra input and with batch norm this is the body of the authors'
+    ``conv0_ac`` encoder; with extra input and without batch norm, their ``conv0`` encoder.
 
     Inputs are flattened images (…, C·H·W) and optionally extra vectors (…, extra_dim),
     broadcast over their leading dimensions. The first convolution runs once per image,
@@ -171,7 +186,7 @@ class ConvEncoder(nn.Module):
     """
 
     def __init__(self, data_shape: tuple[int, ...], out_dim: int, extra_dim: int = 0,
-                 channels: int = 64) -> None:
+                 channels: int = 64, batch_norm: bool = True) -> None:
         super().__init__()
         self.image_shape = _image_shape(data_shape)
         c, size, _ = self.image_shape
@@ -188,8 +203,8 @@ class ConvEncoder(nn.Module):
             size = (size - 1) // stride + 1  # 'SAME' padding: ceil(size / stride)
             if extra_dim:
                 self.adds.append(AddLinear(extra_dim, (width, size, size)))
-            # as in the authors' code: batch norm on all but the last block
-            self.norms.append(nn.BatchNorm2d(width) if i < len(strides) - 1 else nn.Identity())
+            # as in the authors' conv0_ac: batch norm on all but the last block
+            self.norms.append(nn.BatchNorm2d(width) if batch_norm and i < len(strides) - 1 else nn.Identity())
             width_in = width
         self.head = nn.Linear(width_in * size * size, out_dim)
 
@@ -213,7 +228,7 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """The AVB authors' MNIST convolutional decoder (``avb/decoders/conv1.py``).
+    """The AVB authors' ``conv1`` decoder (``avb/decoders/conv1.py``; their VAE baseline's).
 
     z ↦ softplus fully connected layers of 300 and 32·(s/8)² units, then 5×5 transposed
     convolutions with stride 2 to (s/4)² × 32, (s/2)² × 16 (softplus) and s² × C logits.
@@ -242,20 +257,60 @@ class ConvDecoder(nn.Module):
         return h.reshape(*lead, -1)
 
 
+class ConvDecoder0(nn.Module):
+    """The AVB authors' ``conv0`` decoder (``avb/decoders/conv0.py``), which every one of their
+    AVB MNIST scripts uses, at their ``gf_dim`` = ``channels`` = 64.
+
+    z ↦ a fully connected ELU layer of 8·channels maps at the coarsest scale, then four 5×5
+    transposed convolutions with ELU between them, to 4·channels, 2·channels, channels and C
+    (logits) maps; as in their encoder, the last ``n_up`` = min(⌊log2 s⌋ − 2, 4) scales double
+    the size and the first ones keep it (28×28: 7 → 14 → 28 → 28 → 28). The sizes are theirs:
+    ``int(s / 2^k)``.
+    """
+
+    def __init__(self, latent_dim: int, data_shape: tuple[int, ...], channels: int = 64) -> None:
+        super().__init__()
+        c, s, _ = self.image_shape = _image_shape(data_shape)
+        n_up = max(min(int(math.log2(s)) - 2, 4), 0)
+        # the spatial size at each scale, coarsest first: theirs is s_down reversed
+        down = [s] * (4 - n_up) + [int(s / 2 ** k) for k in range(1, n_up + 1)]
+        self.sizes = down[::-1] + [s]
+        self.channels = channels
+        self.fc = nn.Linear(latent_dim, 8 * channels * self.sizes[0] ** 2)
+        widths = (8 * channels, 4 * channels, 2 * channels, channels, c)
+        self.deconvs = nn.ModuleList(
+            nn.ConvTranspose2d(cin, cout, 5, stride=2 if size_out > size_in else 1, padding=2)
+            for cin, cout, size_in, size_out in zip(widths[:-1], widths[1:], self.sizes[:-1], self.sizes[1:])
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        h = nn.functional.elu(self.fc(z.reshape(-1, z.shape[-1])))
+        h = h.reshape(-1, 8 * self.channels, self.sizes[0], self.sizes[0])
+        for i, deconv in enumerate(self.deconvs):
+            h = deconv(h, output_size=(self.sizes[i + 1], self.sizes[i + 1]))
+            if i < len(self.deconvs) - 1:
+                h = nn.functional.elu(h)
+        return h.reshape(*lead, -1)
+
+
 @BACKBONES.register("conv")
 class ConvBackbone:
     """The AVB paper's convolutional MNIST encoder and decoder (fixed sizes; ``arch.hidden``
-    and ``arch.activation`` do not apply). ``channels``: the encoder's base width (the
-    authors' ``df_dim`` = 64)."""
+    and ``arch.activation`` do not apply; ``arch.conv_decoder`` and ``arch.conv_encoder_batch_norm``
+    choose between the authors' variants). ``channels``: the base width of the encoder and of
+    the ``conv0`` decoder (the authors' ``df_dim`` = ``gf_dim`` = 64)."""
 
     def __init__(self, channels: int = 64) -> None:
         self.channels = channels
 
     def encoder(self, arch: Architecture, data_shape: tuple[int, ...], out_dim: int,
                 extra_dim: int = 0) -> nn.Module:
-        return ConvEncoder(data_shape, out_dim, extra_dim, self.channels)
+        return ConvEncoder(data_shape, out_dim, extra_dim, self.channels, batch_norm=arch.conv_encoder_batch_norm)
 
     def decoder(self, arch: Architecture, latent_dim: int, data_shape: tuple[int, ...]) -> nn.Module:
+        if arch.conv_decoder == "conv0":
+            return ConvDecoder0(latent_dim, data_shape, self.channels)
         return ConvDecoder(latent_dim, data_shape)
 
 

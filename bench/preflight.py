@@ -99,7 +99,7 @@ def _trial_eval(config: EvalConfig, has_density: bool) -> EvalConfig:
 def _build(study: Study, index: int, shape: DataShape, latent_dim: int) -> Method:
     """Method ``index`` of the study from the config the study resolved, its size checked first."""
     spec = study.methods[index]
-    kwargs = dict(data_shape=shape.image_shape, latent_dim=latent_dim, architecture=study.architecture)
+    kwargs = dict(data_shape=shape.image_shape, latent_dim=latent_dim, architecture=study.method_architecture(spec))
     try:  # count the parameters on the meta device first, where no memory is allocated
         with torch.device("meta"):
             size = sum(p.numel() for p in create_method(spec.name, spec.config, **kwargs).parameters())
@@ -109,7 +109,7 @@ def _build(study: Study, index: int, shape: DataShape, latent_dim: int) -> Metho
         size = 0
     if size > MAX_PARAMETERS:
         raise ConfigError(f"{size:,} parameters, beyond the limit of {MAX_PARAMETERS:,}; check "
-                          "architecture.hidden and study.latent_dims")
+                          "architecture.hidden and the latent sizes")
     return create_method(spec.name, spec.config, **kwargs)
 
 
@@ -119,8 +119,10 @@ def check_models(study: Study, shapes: dict[str, DataShape]) -> None:
     state = torch.get_rng_state()
     try:
         for name, shape in shapes.items():
-            for latent_dim in study.latent_dims:
+            for latent_dim in study.all_latent_dims():
                 for i, spec in enumerate(study.methods):
+                    if latent_dim not in study.method_latent_dims(spec):
+                        continue
                     where = f"study.methods[{i}] ({spec.label}) on {name} with latent size {latent_dim}"
                     try:
                         method = _build(study, i, shape, latent_dim)

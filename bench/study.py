@@ -36,12 +36,17 @@ class MethodSpec:
 
     ``config``: the method's typed config, resolved from ``params`` once, here (an unknown or
     ill-typed hyperparameter fails here); every cell of the study and the preflight's models use it.
+    ``latent_dims``: the latent sizes of this method's cells, where they are not the study's
+    (empty: the study's ``latent_dims``). ``architecture``: keys of the study's ``[architecture]``
+    that this method sets otherwise (e.g. a paper's per-method networks); empty for the rest.
     """
 
     name: str
     label: str
     params: dict[str, Any] = field(default_factory=dict)
     config: MethodConfig | None = field(default=None, compare=False, repr=False, metadata=DERIVED)
+    latent_dims: tuple[int, ...] = ()
+    architecture: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.config is None:
@@ -77,6 +82,7 @@ class RunConfig:
         added since, at the default that reproduces what came before: :data:`~vaebench.config.NEW_OPTION`)."""
         data = self.to_dict()
         del data["eval"]
+        data["architecture"] = identity_dict(Architecture, data["architecture"])
         if self.method in METHODS:
             data["method_config"] = identity_dict(METHODS.get(self.method).config_class, data["method_config"])
         data["data"].pop("test_subset", None)  # the test images never reach training
@@ -154,14 +160,33 @@ class Study:
     description: str = ""
     published: Published = Published()
 
+    def method_latent_dims(self, spec: MethodSpec) -> tuple[int, ...]:
+        """The latent sizes of ``spec``'s cells: its own, or else the study's."""
+        return spec.latent_dims or self.latent_dims
+
+    def method_architecture(self, spec: MethodSpec) -> Architecture:
+        """The study's architecture with ``spec``'s own settings in place of the study's."""
+        if not spec.architecture:
+            return self.architecture
+        return from_dict(Architecture, {**to_dict(self.architecture), **spec.architecture},
+                         where=f"study.methods ({spec.label}).architecture")
+
+    def all_latent_dims(self) -> tuple[int, ...]:
+        """Every latent size of the study's cells: the study's, then the methods' own, in order."""
+        sizes = [*self.latent_dims, *(d for spec in self.methods for d in spec.latent_dims)]
+        return tuple(dict.fromkeys(sizes))
+
     def cells(self) -> list[RunConfig]:
-        """The study's matrix, in a stable order: dataset, latent size, method, seed."""
+        """The study's matrix, in a stable order: dataset, latent size, method, seed. A method
+        with latent sizes of its own has cells at those sizes only."""
         return [
             RunConfig(method=spec.name, label=spec.label, method_config=to_dict(spec.config),
                       resolved_config=spec.config, dataset=dataset, latent_dim=latent_dim, seed=seed,
-                      architecture=self.architecture, data=self.data, train=self.train, eval=self.eval)
+                      architecture=self.method_architecture(spec), data=self.data, train=self.train,
+                      eval=self.eval)
             for dataset, latent_dim, spec, seed in itertools.product(
-                self.datasets, self.latent_dims, self.methods, self.seeds)
+                self.datasets, self.all_latent_dims(), self.methods, self.seeds)
+            if latent_dim in self.method_latent_dims(spec)
         ]
 
 
@@ -184,7 +209,18 @@ def _method_spec(entry: Any, index: int) -> MethodSpec:
         raise ConfigError(f"{where}.label: expected letters, digits, '-' or '_', got {label!r}")
     require(len(label) <= MAX_NAME, f"{where}.label: at most {MAX_NAME} characters (it names files), "
                                     f"got {len(label)}")
-    return MethodSpec(name=name, label=label, params=params)  # resolves the config, once
+    latent_dims = params.pop("latent_dims", None)
+    if latent_dims is not None:
+        require(isinstance(latent_dims, list) and bool(latent_dims)
+                and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in latent_dims),
+                f"{where}.latent_dims: expected a non-empty list of positive sizes, got {latent_dims!r}")
+        _unique(latent_dims, f"{where}.latent_dims")
+    architecture = params.pop("architecture", {})
+    if not isinstance(architecture, dict):
+        raise ConfigError(f"{where}.architecture: expected a table of architecture settings, got {architecture!r}")
+    # resolves the config, once
+    return MethodSpec(name=name, label=label, params=params, latent_dims=tuple(latent_dims or ()),
+                      architecture=architecture)
 
 
 #: the plugin modules this process has imported, by name: each is imported once per process
@@ -295,14 +331,23 @@ def parse_study(data: dict[str, Any], default_name: str = "study", folder: Path 
         raise ConfigError("study.methods: expected a non-empty list of methods")
     specs = tuple(_method_spec(entry, i) for i, entry in enumerate(methods))
     labels = [s.label for s in specs]
-    require(len(set(labels)) == len(labels), f"study.methods: labels must be unique, got {labels}")
+    study = from_dict(Study, {**raw, "methods": ()}, where="study")
+    # a label names one row of the tables per latent size: entries at different sizes may share it
+    labelled: dict[tuple[str, int], int] = {}
+    for i, spec in enumerate(specs):
+        for size in study.method_latent_dims(spec):
+            require((spec.label, size) not in labelled,
+                    f"study.methods[{i}]: label {spec.label!r} is methods[{labelled.get((spec.label, size))}]'s at "
+                    f"latent size {size}; labels must be unique at each latent size")
+            labelled[spec.label, size] = i
     resolved: dict[str, int] = {}
     for i, spec in enumerate(specs):  # same method and same settings: the same cells, run twice
-        key = json.dumps([spec.name, to_dict(spec.config)], sort_keys=True)
+        architecture = to_dict(study.method_architecture(spec))  # a bad key or value fails here
+        key = json.dumps([spec.name, to_dict(spec.config), architecture, sorted(study.method_latent_dims(spec))],
+                         sort_keys=True)
         require(key not in resolved, f"study.methods[{i}]: {spec.label!r} is methods[{resolved.get(key)}] again "
                                      f"({spec.name} with the same settings)")
         resolved[key] = i
-    study = from_dict(Study, {**raw, "methods": ()}, where="study")
     unknown_labels = sorted(set(study.published.values) - set(labels))
     if unknown_labels:
         raise ConfigError(f"study.published.values: {unknown_labels[0]!r} is not a method label of the study")
@@ -325,10 +370,12 @@ def parse_study(data: dict[str, Any], default_name: str = "study", folder: Path 
     _check_magnitudes(list(study.latent_dims), "study.latent_dims")
     for i, spec in enumerate(specs):
         _check_magnitudes(spec.params, f"study.methods[{i}]")
+        _check_magnitudes(spec.architecture, f"study.methods[{i}].architecture")
+        _check_magnitudes(list(spec.latent_dims), f"study.methods[{i}].latent_dims")
     if study.eval.quadrature:
-        other = [d for d in study.latent_dims if d != 2]
+        other = [d for d in (*study.latent_dims, *(d for s in specs for d in s.latent_dims)) if d != 2]
         require(not other, f"eval.quadrature: the exact log-likelihood needs a 2-D latent space, but "
-                           f"study.latent_dims has {', '.join(map(str, other))}")
+                           f"study.latent_dims or a method's latent_dims has {', '.join(map(str, other))}")
     return dataclasses.replace(study, methods=specs)
 
 

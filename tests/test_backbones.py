@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import assert_loss_falls, losses_over_steps
-from vaebench.backbones import Architecture, ConvBackbone, get_backbone
+from vaebench.backbones import Architecture, ConvBackbone, ConvDecoder, ConvDecoder0, get_backbone
 from vaebench.errors import ConfigError
 from vaebench.methods import create_method, list_methods
 
@@ -95,3 +95,85 @@ def test_mean_logit_output_bias_needs_a_linear_output_layer():
                         architecture=Architecture(backbone="conv", output_bias="mean-logit"))
     with pytest.raises(ConfigError, match="output_bias"):
         vae.init_from_data(torch.rand(10, 784))
+
+
+def _output_sizes(net: torch.nn.Module, kind: type[torch.nn.Module], *inputs: torch.Tensor) -> list[tuple[int, ...]]:
+    """The output shapes (less the batch) of every ``kind`` layer of ``net`` in one forward pass."""
+    sizes: list[tuple[int, ...]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:])))
+             for m in net.modules() if isinstance(m, kind)]
+    with torch.no_grad():
+        net(*inputs)
+    for hook in hooks:
+        hook.remove()
+    return sizes
+
+
+def test_conv0_decoder_has_the_authors_layers():
+    """avb/decoders/conv0.py at gf_dim 64 for 28×28: fc to 7·7·512 (ELU), transposed 5×5 convolutions
+    to 14² × 256 and 28² × 128 (stride 2), 28² × 64 and 28² × 1 logits (stride 1), ELU between, no norm."""
+    torch.manual_seed(0)
+    arch = Architecture(backbone="conv", conv_decoder="conv0")
+    decoder = ConvBackbone().decoder(arch, 8, MNIST_SHAPE)
+    assert isinstance(decoder, ConvDecoder0)
+    linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8, 512 * 7 * 7)]
+    deconvs = [m for m in decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in deconvs] == [
+        (512, 256, (5, 5), (2, 2)), (256, 128, (5, 5), (2, 2)), (128, 64, (5, 5), (1, 1)), (64, 1, (5, 5), (1, 1))]
+    assert _output_sizes(decoder, torch.nn.ConvTranspose2d, torch.randn(2, 8)) == [
+        (256, 14, 14), (128, 28, 28), (64, 28, 28), (1, 28, 28)]
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Softplus)) for m in decoder.modules())
+    z = torch.randn(3, 2, 8)
+    assert decoder(z).shape == (3, 2, 784)
+    torch.testing.assert_close(decoder(z)[1], decoder(z[1]))
+    # ELU after the fully connected layer and between the convolutions: nothing below −1 enters them
+    inputs: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0])) for m in deconvs]
+    decoder(torch.randn(4, 8) * 10)
+    for hook in hooks:
+        hook.remove()
+    assert all(h.min() >= -1 and h.min() < 0 for h in inputs)
+
+
+def test_the_default_conv_decoder_is_still_conv1():
+    decoder = ConvBackbone().decoder(Architecture(backbone="conv"), 8, MNIST_SHAPE)
+    assert type(decoder) is ConvDecoder
+    linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8, 300), (300, 32 * 4 * 4)]
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_conv_encoder_layers_with_and_without_batch_norm(images, batch_norm):
+    """avb/avb/models/conv0.py (noise added after every convolution, no batch norm) and the body of
+    conv0_ac.py (no noise, batch norm after the first three convolutions), at df_dim 64 for 28×28."""
+    torch.manual_seed(0)
+    arch = Architecture(backbone="conv", conv_encoder_batch_norm=batch_norm)
+    encoder = ConvBackbone().encoder(arch, MNIST_SHAPE, 8, extra_dim=32)
+    convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in convs] == [
+        (1, 64, (5, 5), (1, 1)), (64, 128, (5, 5), (1, 1)), (128, 256, (5, 5), (2, 2)), (256, 512, (5, 5), (2, 2))]
+    assert _output_sizes(encoder, torch.nn.Conv2d, images[:2], torch.randn(2, 32)) == [
+        (64, 28, 28), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
+    assert [a.feature_shape for a in encoder.adds] == [(64, 28, 28), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
+    assert (encoder.head.in_features, encoder.head.out_features) == (512 * 7 * 7, 8)
+    norms = [m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [m.num_features for m in norms] == ([64, 128, 256] if batch_norm else [])
+
+
+def test_conv_options_are_refused_on_another_backbone():
+    with pytest.raises(ConfigError, match="conv_decoder applies to the conv backbone only"):
+        Architecture(conv_decoder="conv0")
+    with pytest.raises(ConfigError, match="conv_encoder_batch_norm applies to the conv backbone only"):
+        Architecture(conv_encoder_batch_norm=False)
+
+
+def test_avb_builds_the_authors_networks_from_the_conv_options(images):
+    torch.manual_seed(0)
+    arch = Architecture(backbone="conv", conv_decoder="conv0", conv_encoder_batch_norm=False)
+    avb = create_method("avb", {"adversary_hidden": [8], "adversary_features": 8}, data_shape=MNIST_SHAPE,
+                        latent_dim=4, architecture=arch)
+    assert isinstance(avb.decoder.net, ConvDecoder0)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in avb.encoder.modules())
+    losses = avb.update(images[:2])
+    assert all(torch.isfinite(v) for v in losses.values())

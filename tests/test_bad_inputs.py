@@ -118,6 +118,8 @@ BY_HAND = [
     ("datasets", TOY.replace('["toy4"]', '["toy4", "toy4"]').encode(), ["study.datasets: 'toy4' is listed twice"]),
     ("same-method", TOY.replace('["vae"]', '["vae", {name = "vae", label = "v2", lr = 1e-3}]').encode(),
      ["study.methods[1]: 'v2' is methods[0] again"]),
+    ("same-label", TOY.replace('["vae"]', '["vae", {name = "iwae", label = "vae"}]').encode(),
+     ["study.methods[1]: label 'vae' is methods[0]'s at latent size 2"]),
     ("epochs-float", TOY.replace("epochs = 1", "epochs = 1e15").encode(), ["train.epochs: expected an integer, got 1000000000000000.0"]),
     ("epochs-huge", TOY.replace("epochs = 1", "epochs = 1000000000000000").encode(), ["train.epochs", "limit"]),
     ("quadrature", TOY.replace("[2]", "[2, 8]").encode() + b"quadrature = true\n", ["eval.quadrature", "has 8"]),
@@ -125,6 +127,8 @@ BY_HAND = [
     ("gap-target", TOY.replace("is_samples = 5", "is_samples = 5\nais_steps = 10\nbdmc_examples = 2\n"
                                                  "bdmc_gap_target = 0.1\nais_max_steps = 5").encode(),
      ["eval: ais_max_steps (5) is below ais_steps (10)"]),
+    ("quadrature-method", TOY.replace('["vae"]', '["vae", {name = "vae", label = "v8", latent_dims = [8]}]').encode()
+     + b"quadrature = true\n", ["eval.quadrature", "has 8"]),
     # these need the data set's sizes or a model: caught by the preflight, naming file and field
     ("subset", TOY.encode() + b"[data]\ntrain_subset = 5000\n", ["bad.toml: data.train_subset", "toy4 has 4,000"]),
     ("batch", TOY.replace("batch_size = 10", "batch_size = 300").encode() + b"[data]\ntrain_subset = 200\n",
@@ -137,6 +141,11 @@ BY_HAND = [
     ("params", TOY.encode() + b"[architecture]\nhidden = [100000000]\n", ["parameters, beyond the limit"]),
     ("conv-on-toy", TOY.encode() + b'[architecture]\nbackbone = "conv"\n',
      ["study.methods[0] (vae) on toy4 with latent size 2", "conv backbone needs square images"]),
+    # a method's own networks and latent sizes are the ones the preflight builds
+    ("conv-on-toy-method", TOY.replace('["vae"]', '["vae", {name = "vae", label = "c", architecture = {backbone = "conv"}}]')
+     .encode(), ["study.methods[1] (c) on toy4 with latent size 2", "conv backbone needs square images"]),
+    ("params-method", TOY.replace('["vae"]', '["vae", {name = "vae", label = "big", latent_dims = [100000000]}]')
+     .encode(), ["study.methods[1] (big) on toy4 with latent size 100000000", "parameters, beyond the limit"]),
     ("compile-step-avb", TOY.replace('["vae"]', '["vae", "avb"]').replace("epochs = 1", 'epochs = 1\ncompile = "step"')
      .encode(), ["bad.toml: study.methods[1] (avb) on toy4", "compile = 'step' needs the standard update"]),
 ]

@@ -91,6 +91,15 @@ bad_studies = st.one_of(
     names.filter(lambda k: k not in {f.name for f in dataclasses.fields(VAEConfig)} | {"name", "label"})
     .map(lambda k: mutate(("methods",), [{"name": "vae", k: 1}])),
     st.one_of(st.integers(), st.just([]), st.just({"name": 3})).map(lambda v: mutate(("methods",), v)),
+    st.one_of(non_positive.map(lambda v: [v]), st.just([]), st.just([8, 8]), st.text(max_size=5), st.booleans(),
+              st.integers(), st.lists(st.text(max_size=3), min_size=1, max_size=2), st.just([True]))
+    .map(lambda v: mutate(("methods",), [{"name": "vae", "latent_dims": v}])),
+    st.one_of(st.integers(), st.text(max_size=3), st.lists(st.integers(), max_size=2),
+              names.filter(lambda k: k not in SECTIONS["architecture"]).map(lambda k: {k: 1}),
+              st.just({"hidden": [0]}), st.just({"conv_decoder": "conv2"}),
+              # the conv options on the study's mlp backbone would do nothing
+              st.just({"conv_decoder": "conv0"}), st.just({"conv_encoder_batch_norm": False}))
+    .map(lambda v: mutate(("methods",), [{"name": "vae", "architecture": v}])),
 )
 
 
@@ -161,3 +170,92 @@ def test_evaluation_options_added_later_leave_every_committed_record_current():
         # a preset may have gained cells since its results were committed; none of those records turns stale
         assert committed <= {(run.cell_id, run.eval_id, run.protocol_id)
                              for run in load_study(path.parent.name).cells()}, path.parent.name
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in RESULTS.glob("*/study.json")
+                                        if p.parent.name in preset_names()))
+def test_committed_presets_keep_their_cell_ids(name):
+    """Every cell of a preset's committed results is still a cell of the preset, under the same id
+    (so its record and checkpoint still count); a preset may gain cells, never rename them."""
+    committed = {c["cell_id"] for c in json.loads((RESULTS / name / "study.json").read_text())["cells"]}
+    assert committed <= {c.cell_id for c in load_study(name).cells()}
+
+
+def test_paper_rows_other_than_avb_keep_their_ids():
+    """paper has no committed results; its rows that the authors' AVB networks do not touch keep the
+    ids they had before the conv options existed (seed 0, as computed then)."""
+    ids = {c.cell_id for c in load_study("paper").cells()}
+    assert {"vae-mnist-z8-s0-07caaacd63", "aae-mnist-z8-s0-499e0e4546", "iaf-mnist-z8-s0-1186cbe685",
+            "iwae-mnist-z8-s0-e24d517358", "vae-mnist-z32-s0-2ff3932cd9", "aae-mnist-z32-s0-be43304531",
+            "iaf-mnist-z32-s0-5fb9eae7e7", "iwae-mnist-z32-s0-db5a6474cf"} <= ids
+
+
+def test_architecture_options_added_later_leave_the_training_identity_alone_at_their_default():
+    from vaebench.study import parse_study
+
+    def cell_id(architecture: dict) -> str:
+        study = parse_study({"name": "ids", "methods": [{"name": "vae", "label": "m"}], "datasets": ["mnist"],
+                             "latent_dims": [2], "architecture": {"backbone": "conv", **architecture}})
+        return study.cells()[0].cell_id
+
+    plain = cell_id({})
+    assert cell_id({"conv_decoder": "conv1", "conv_encoder_batch_norm": True}) == plain
+    assert len({plain, cell_id({"conv_decoder": "conv0"}), cell_id({"conv_encoder_batch_norm": False})}) == 3
+
+
+def test_methods_may_have_their_own_latent_sizes_and_architecture():
+    from vaebench.study import parse_study
+
+    study = parse_study({
+        "name": "own", "datasets": ["mnist"], "latent_dims": [32], "seeds": [0, 1],
+        "architecture": {"backbone": "conv"},
+        "methods": ["vae",
+                    {"name": "vae", "label": "vae-8", "latent_dims": [8, 2]},
+                    {"name": "avb", "latent_dims": [8],
+                     "architecture": {"conv_decoder": "conv0", "conv_encoder_batch_norm": False}}],
+    })
+    cells = study.cells()
+    # dataset, latent size (the study's, then the methods' own in order), method, seed
+    assert [(c.label, c.latent_dim, c.seed) for c in cells] == [
+        ("vae", 32, 0), ("vae", 32, 1), ("vae-8", 8, 0), ("vae-8", 8, 1), ("avb", 8, 0), ("avb", 8, 1),
+        ("vae-8", 2, 0), ("vae-8", 2, 1)]
+    arch = {c.label: c.architecture for c in cells}
+    assert arch["vae"] == arch["vae-8"] == study.architecture
+    assert (arch["avb"].backbone, arch["avb"].conv_decoder, arch["avb"].conv_encoder_batch_norm) == (
+        "conv", "conv0", False)
+    # a method's own latent sizes replace the study's, so the vae at 32 is the same cell as before
+    alone = parse_study({"name": "own", "datasets": ["mnist"], "latent_dims": [32], "seeds": [0, 1],
+                         "architecture": {"backbone": "conv"}, "methods": ["vae"]})
+    assert [c.cell_id for c in alone.cells()] == [c.cell_id for c in cells[:2]]
+    # a method that sets the study's own value is the same model, so the same cell
+    same = parse_study({"name": "own", "datasets": ["mnist"], "latent_dims": [32], "seeds": [0, 1],
+                        "architecture": {"backbone": "conv"},
+                        "methods": [{"name": "vae", "architecture": {"backbone": "conv"}}]})
+    assert [c.cell_id for c in same.cells()] == [c.cell_id for c in cells[:2]]
+
+
+def test_entries_at_different_latent_sizes_may_share_a_label():
+    """One table row per label and latent size: the authors' AVB-AC has other noise sizes at 32 than at 8."""
+    from vaebench.errors import ConfigError
+    from vaebench.study import parse_study
+
+    base = {"name": "labels", "datasets": ["mnist"], "latent_dims": [8]}
+    study = parse_study({**base, "methods": ["avb-ac", {"name": "avb-ac", "latent_dims": [32], "noise_dim": 64}]})
+    assert [(c.label, c.latent_dim, c.resolved_config.noise_dim) for c in study.cells()] == [
+        ("avb-ac", 8, 32), ("avb-ac", 32, 64)]
+    with pytest.raises(ConfigError, match="label 'avb-ac' is methods\\[0\\]'s at latent size 8"):
+        parse_study({**base, "methods": ["avb-ac", {"name": "avb-ac", "latent_dims": [8, 32], "noise_dim": 64}]})
+
+
+def test_a_method_repeated_with_other_networks_or_latent_sizes_is_not_a_duplicate():
+    from vaebench.errors import ConfigError
+    from vaebench.study import parse_study
+
+    base = {"name": "dup", "datasets": ["mnist"], "latent_dims": [8], "architecture": {"backbone": "conv"}}
+    parse_study({**base, "methods": ["avb", {"name": "avb", "label": "b", "architecture": {"conv_decoder": "conv0"}}]})
+    parse_study({**base, "methods": ["avb", {"name": "avb", "label": "b", "latent_dims": [32]}]})
+    with pytest.raises(ConfigError, match="is methods\\[0\\] again"):
+        parse_study({**base, "methods": ["avb", {"name": "avb", "label": "b", "latent_dims": [8]}]})

@@ -69,8 +69,9 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def study_order(info: dict[str, Any]) -> list[str]:
-    """The method labels of the study in ``study.json``'s order ([] without one)."""
-    return [m["label"] for m in info.get("study", {}).get("methods", [])]
+    """The method labels of the study in ``study.json``'s order ([] without one), each once (entries at
+    different latent sizes may share a label)."""
+    return list(dict.fromkeys(m["label"] for m in info.get("study", {}).get("methods", [])))
 
 
 def ordered_frame(records: list[dict[str, Any]], results_dir: Path, info: dict[str, Any] | None = None
