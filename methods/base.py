@@ -118,6 +118,17 @@ class Method(nn.Module):
             raise NotImplementedError(f"{self.name} has no density q(z|x): define its own objective")
         return (log_joint(self, z, x) - log_q).mean(0)
 
+    @property
+    def stopping_objective_name(self) -> str:
+        """The name of :meth:`stopping_objective` (its validation value is ``valid_<name>``)."""
+        return self.objective_name
+
+    def stopping_objective(self, x: torch.Tensor) -> torch.Tensor:
+        """What early stopping (``[train] early_stopping_patience``) watches on the validation set,
+        per example, higher being better. Default: :meth:`objective`; a method whose objective is
+        weighted during training (a KL warm-up) returns its unweighted bound."""
+        return self.objective(x)
+
     def diagnostics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The method's own per-example numbers (shape (batch,) each), one per entry of
         :attr:`columns`; evaluation stores them beside the estimators' columns. Default: none."""

@@ -93,6 +93,20 @@ class KLWeighting:
     def weighted_kl(self) -> bool:
         return self.config.weighted_kl
 
+    @property
+    def stopping_objective_name(self) -> str:
+        """The unweighted bound's name (the class's ``objective_name``: ``elbo`` for the VAE)."""
+        return type(self).objective_name
+
+    def stopping_objective(self, x: torch.Tensor) -> torch.Tensor:
+        """The method's objective at KL weight 1, its bound, whatever β and the warm-up: what early
+        stopping watches, as the VampPrior authors' code validates with ``beta = 1``."""
+        self._unweighted = True
+        try:
+            return self.objective(x)  # type: ignore[attr-defined]
+        finally:
+            self._unweighted = False
+
     def kl_weight_at(self, step: int) -> float:
         """The KL weight of training step ``step`` (counted from 1): β · min(1, step / kl_warmup_steps)."""
         warmup = self.config.kl_warmup_steps
@@ -104,6 +118,8 @@ class KLWeighting:
         compiled step reads it rather than baking in a constant). ``advance``: count a new
         training step first (once per ``training_step``); validation passes False."""
         warmup = self.config.kl_warmup_steps
+        if getattr(self, "_unweighted", False) and not advance:
+            return 1.0
         if not warmup:
             return self.config.kl_weight
         if advance:
