@@ -71,10 +71,10 @@ def _assert_same_steps(eager, compiled, batches):
     # DReG's hook on z, and a KL warm-up whose step count (a buffer) the step updates in place
     ("iwae", {"eps": 0.1, "lr": 1e-2, "k": 5, "gradient": "dreg", "kl_weight": 0.7, "kl_warmup_steps": 6}),
     # the tomczak2018 preset's settings (its VAE is this without the pseudo-inputs): the VampPrior (its
-    # prior's encoder pass over the pseudo-inputs, their hardtanh) with a KL warm-up, the VampPrior
-    # authors' AdamNormGrad and log-variance clip, on the gated backbone
+    # prior's encoder pass over the pseudo-inputs, their hardtanh) with a KL warm-up held in stairs,
+    # the VampPrior authors' AdamNormGrad and log-variance clip, on the gated backbone
     ("vampprior", {"optimizer": "adam-normgrad", "eps": 1e-3, "lr": 1e-2, "analytic_kl": False, "components": 7,
-                   "kl_warmup_steps": 6, "scale": "logvar-hardtanh"}),
+                   "kl_warmup_steps": 6, "kl_warmup_hold": 2, "scale": "logvar-hardtanh"}),
 ], ids=["vae-adam", "vae-burda-adam", "iwae-k5-burda-adam", "iwae-k5-dreg-warmup", "vampprior-gated-warmup"])
 def test_the_compiled_step_takes_the_eager_steps(name, params, mnist_small, device, request):
     data = _on(mnist_small, device)

@@ -133,7 +133,7 @@ def test_options_added_later_leave_the_training_identity_alone_at_their_default(
 
     plain = cell_id({"name": "iwae", "label": "m", "k": 5})
     assert cell_id({"name": "iwae", "label": "m", "k": 5, "gradient": "standard", "kl_weight": 1.0,
-                    "kl_warmup_steps": 0, "scale": "softplus"}) == plain
+                    "kl_warmup_steps": 0, "kl_warmup_hold": 0, "scale": "softplus"}) == plain
     for option in ({"gradient": "dreg"}, {"kl_weight": 0.5}, {"kl_warmup_steps": 10}, {"k": 6},
                    {"scale": "logvar-hardtanh"}):
         assert cell_id({"name": "iwae", "label": "m", "k": 5, **option}) != plain
@@ -180,6 +180,7 @@ def test_the_tomczak2018_preset_plans_the_authors_protocol_and_passes_its_dry_ru
             "adam-normgrad", 5e-4, "logvar-hardtanh", False)
         # their warm-up of 100 epochs, in steps of batches of 100 over 50,000 training images
         assert config.kl_warmup_steps == 100 * 50_000 // study.train.batch_size
+        assert config.kl_warmup_hold == 50_000 // study.train.batch_size  # one epoch's steps: their β per epoch
     assert cells[1].resolved_config.components == 500
     assert (study.train.epochs, study.train.early_stopping_patience, study.train.early_stopping_start) == (
         2000, 50, 100)
