@@ -29,14 +29,16 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class Architecture:
     """The shared network architecture of a study.
 
-    ``backbone``: a registered backbone name (``mlp``, ``conv``). ``hidden``: widths of the
-    hidden layers of encoder, decoder and adversary bodies. ``activation``: their
+    ``backbone``: a registered backbone name (``mlp``, ``conv``, ``gated``). ``hidden``: widths
+    of the hidden layers of encoder, decoder and adversary bodies. ``activation``: their
     nonlinearity. The ``conv`` backbone has the AVB authors' fixed MNIST architecture and
-    ignores ``hidden`` and ``activation``.
+    ignores ``hidden`` and ``activation``; the ``gated`` backbone (the VampPrior authors' gated
+    dense layers) has no activation but its gates and ignores ``activation``.
 
-    ``init``: the initial weights of the ``mlp`` backbone's encoder and decoder: ``torch``
-    (PyTorch's default) or ``glorot`` (uniform on ±sqrt(6 / (fan_in + fan_out)), Glorot &
-    Bengio 2010, with zero biases). ``output_bias``: the decoder's output bias, ``init``
+    ``init``: the initial weights of the ``mlp`` and ``gated`` backbones' encoder and decoder:
+    ``torch`` (PyTorch's default), ``glorot`` (uniform on ±sqrt(6 / (fan_in + fan_out)), Glorot &
+    Bengio 2010, with zero biases) or ``he`` (normal with standard deviation sqrt(2 / fan_in), He
+    et al. 2015, biases left at PyTorch's default: the VampPrior authors' ``he_init``). ``output_bias``: the decoder's output bias, ``init``
     (as the scheme above leaves it) or ``mean-logit``: the logit of the mean training image,
     clipped to [0.001, 0.999] (Burda et al. 2016), set from the training split when
     training starts.
@@ -52,7 +54,7 @@ class Architecture:
     backbone: str = "mlp"
     hidden: tuple[int, ...] = (300, 300)
     activation: Literal["relu", "elu", "softplus", "tanh", "leaky_relu"] = "relu"
-    init: Literal["torch", "glorot"] = "torch"
+    init: Literal["torch", "glorot", "he"] = "torch"
     output_bias: Literal["init", "mean-logit"] = "init"
     conv_decoder: Literal["conv1", "conv0"] = field(default="conv1", metadata=NEW_OPTION)
     conv_encoder_batch_norm: bool = field(default=True, metadata=NEW_OPTION)
@@ -75,6 +77,24 @@ def glorot_init_(module: nn.Module) -> nn.Module:
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
     return module
+
+
+def he_init_(module: nn.Module) -> nn.Module:
+    """He-normal weights, N(0, 2 / fan_in), for every ``nn.Linear`` in ``module``, in place; biases
+    keep PyTorch's default (as ``he_init`` in the VampPrior authors' ``utils/nn.py``)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / layer.in_features))
+    return module
+
+
+#: the weight schemes of ``Architecture.init`` other than PyTorch's default, by name
+INITS = {"glorot": glorot_init_, "he": he_init_}
+
+
+def init_weights_(module: nn.Module, scheme: str) -> nn.Module:
+    """``module`` with the weights of ``Architecture.init`` = ``scheme`` (``torch`` leaves them)."""
+    return INITS[scheme](module) if scheme in INITS else module
 
 
 #: the clip of the mean pixel before its logit becomes the decoder's output bias (Burda et al.)
@@ -140,12 +160,89 @@ class MLPBackbone:
                 extra_dim: int = 0) -> nn.Module:
         dim = int(torch.Size(data_shape).numel())
         net = ConcatMLP([dim, extra_dim] if extra_dim else [dim], arch.hidden, out_dim, arch.activation)
-        return glorot_init_(net) if arch.init == "glorot" else net
+        return init_weights_(net, arch.init)
 
     def decoder(self, arch: Architecture, latent_dim: int, data_shape: tuple[int, ...]) -> nn.Module:
         dim = int(torch.Size(data_shape).numel())
         net = mlp(latent_dim, tuple(reversed(arch.hidden)), dim, arch.activation)
-        return glorot_init_(net) if arch.init == "glorot" else net
+        return init_weights_(net, arch.init)
+
+
+class GatedDense(nn.Module):
+    """A gated dense layer, h = (W x + b) · σ(V x + c) (Dauphin et al. 2017's gated linear unit),
+    as ``GatedDense`` in the VampPrior authors' ``utils/nn.py`` with no activation: ``h`` is the
+    linear map W, b and ``g`` the gate's V, c, two ``nn.Linear`` layers as theirs, so that an
+    optimizer that treats each tensor on its own (their AdamNormGrad) sees their tensors.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.h = nn.Linear(in_dim, out_dim)
+        self.g = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+class SplitLinear(nn.Module):
+    """A linear map whose output halves are two ``nn.Linear`` layers (``first``, ``second``), their
+    outputs concatenated: the VampPrior authors' encoder head, ``q_z_mean`` and ``q_z_logvar``, as
+    separate tensors for an optimizer that treats each tensor on its own (their AdamNormGrad)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.first = nn.Linear(in_dim, out_dim // 2)
+        self.second = nn.Linear(in_dim, out_dim - out_dim // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.first(x), self.second(x)], dim=-1)
+
+
+def gated_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, split_output: bool = False) -> nn.Sequential:
+    """Gated dense layers of widths ``hidden``, then a linear map to ``out_dim`` (a
+    :class:`SplitLinear` with ``split_output``)."""
+    widths = [in_dim, *hidden]
+    layers: list[nn.Module] = [GatedDense(a, b) for a, b in zip(widths, widths[1:])]
+    layers.append(SplitLinear(widths[-1], out_dim) if split_output else nn.Linear(widths[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+class ConcatGatedMLP(nn.Module):
+    """:func:`gated_mlp` on the concatenation of its inputs (broadcast over leading dimensions)."""
+
+    def __init__(self, in_dims: Sequence[int], hidden: Sequence[int], out_dim: int) -> None:
+        super().__init__()
+        self.net = gated_mlp(sum(in_dims), hidden, out_dim, split_output=out_dim % 2 == 0)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if len(inputs) > 1:
+            shape = torch.broadcast_shapes(*(t.shape[:-1] for t in inputs))
+            inputs = tuple(t.expand(*shape, t.shape[-1]) for t in inputs)
+        return self.net(torch.cat(inputs, dim=-1))
+
+
+@BACKBONES.register("gated")
+class GatedBackbone:
+    """The VampPrior authors' MLP (jmtomczak/vae_vampprior, ``models/VAE.py``): ``arch.hidden``
+    gated dense layers (:class:`GatedDense`, no other nonlinearity) in the encoder, mirrored in
+    the decoder, each followed by a linear output layer; ``arch.activation`` does not apply.
+
+    Their encoder has two output layers, the mean and the log-variance (300 → 40 each); here an
+    encoder of even output width ends in the same two layers (:class:`SplitLinear`), one per
+    half of its output, which the Gaussian encoder reads as [μ, σ's parameter]. Their decoder ends
+    in a sigmoid over the pixels; here it gives the logits, which the shared Bernoulli decoder
+    reads. With ``init = "he"`` the weights are theirs (He-normal, biases at PyTorch's default).
+    """
+
+    def encoder(self, arch: Architecture, data_shape: tuple[int, ...], out_dim: int,
+                extra_dim: int = 0) -> nn.Module:
+        dim = int(torch.Size(data_shape).numel())
+        net = ConcatGatedMLP([dim, extra_dim] if extra_dim else [dim], arch.hidden, out_dim)
+        return init_weights_(net, arch.init)
+
+    def decoder(self, arch: Architecture, latent_dim: int, data_shape: tuple[int, ...]) -> nn.Module:
+        dim = int(torch.Size(data_shape).numel())
+        return init_weights_(gated_mlp(latent_dim, tuple(reversed(arch.hidden)), dim), arch.init)
 
 
 def _image_shape(data_shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -9,7 +9,7 @@ the dispatcher and autograd's bookkeeping take about as long as the arithmetic.
   updates into one function, which ``torch.compile`` turns into a few fused kernels around
   the matmuls. It needs a method that keeps :meth:`Method.update` (one backward per parameter
   group, then one step of each optimizer) and optimizers whose rule is restated here: torch's
-  Adam and :class:`~vaebench.optim.BurdaAdam`.
+  Adam, :class:`~vaebench.optim.BurdaAdam` and :class:`~vaebench.optim.AdamNormGrad`.
 
 The rules below update those optimizers' own state tensors and the model's parameters in
 place, so a checkpoint holds the same things whichever way the steps ran, and a run may
@@ -32,7 +32,7 @@ from torch import nn
 from vaebench.methods import Method
 
 from .errors import ConfigError
-from .optim import BurdaAdam
+from .optim import NORM_FLOOR, AdamNormGrad, BurdaAdam
 
 Losses = dict[str, torch.Tensor]
 
@@ -152,8 +152,35 @@ class _BurdaAdamRule(_Rule):
             lagged.copy_(g)
 
 
+class _AdamNormGradRule(_Rule):
+    """:class:`~vaebench.optim.AdamNormGrad`: each gradient divided by its norm plus 1e-7, the moments,
+    then ``p −= lr · sqrt(1 − β2^t) / (1 − β1^t) · m / (sqrt(v) + ε)``."""
+
+    def scalars(self) -> list[torch.Tensor]:
+        self.group["step"] += 1  # AdamNormGrad's own count, which its state_dict saves
+        t = self.group["step"]
+        beta1, beta2 = self.group["betas"]
+        return [torch.tensor(self.group["lr"] * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t))]
+
+    def tensors(self) -> list[dict[str, torch.Tensor]]:
+        return [{k: s[k] for k in ("step", "exp_avg", "exp_avg_sq")} for s in self.states]
+
+    def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, torch.Tensor]],
+              scalars: list[torch.Tensor]) -> None:
+        (step_size,) = scalars
+        beta1, beta2 = self.group["betas"]
+        eps = self.group["eps"]
+        for p, g, s in zip(params, grads, states):
+            g = g / (torch.linalg.vector_norm(g) + NORM_FLOOR)
+            s["step"].add_(1)
+            s["exp_avg"].lerp_(g, 1 - beta1)
+            s["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            p.sub_(step_size * s["exp_avg"] / (s["exp_avg_sq"].sqrt() + eps))
+
+
 #: the optimizers whose update :class:`CompiledStep` restates, by exact class
-RULES: dict[type, type[_Rule]] = {torch.optim.Adam: _AdamRule, BurdaAdam: _BurdaAdamRule}
+RULES: dict[type, type[_Rule]] = {torch.optim.Adam: _AdamRule, BurdaAdam: _BurdaAdamRule,
+                                  AdamNormGrad: _AdamNormGradRule}
 
 
 def check_compiled_step(method: Method) -> None:

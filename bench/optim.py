@@ -1,4 +1,4 @@
-"""Optimizers a method config can choose by name (``optimizer = "adam" | "burda-adam"``)."""
+"""Optimizers a method config can choose by name (``optimizer = "adam" | "burda-adam" | "adam-normgrad"``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.optim.adam import adam as adam_functional
 
-OPTIMIZERS = ("adam", "burda-adam")
+OPTIMIZERS = ("adam", "burda-adam", "adam-normgrad")
 
 
 class BurdaAdam(torch.optim.Optimizer):
@@ -84,6 +84,67 @@ class BurdaAdam(torch.optim.Optimizer):
         return loss
 
 
+#: added to each gradient's norm before dividing by it (``AdamNormGrad``'s 1e-7)
+NORM_FLOOR = 1e-7
+
+
+class AdamNormGrad(torch.optim.Optimizer):
+    """Adam on normalised gradients, as ``AdamNormGrad`` in the VampPrior authors' code
+    (jmtomczak/vae_vampprior, ``utils/optimizer.py``), with which ``experiment.py`` trains.
+
+    Each parameter tensor's gradient is divided by its own L2 norm (plus 1e-7) before Adam sees
+    it, so every tensor moves by steps of about ``lr`` whatever its gradient's scale. Then their
+    Adam, which puts ε after the uncorrected square root: with t counted from 1::
+
+        g ← g / (‖g‖₂ + 1e-7)
+        m ← β1 m + (1 − β1) g,   v ← β2 v + (1 − β2) g²
+        p ← p − lr · sqrt(1 − β2^t) / (1 − β1^t) · m / (sqrt(v) + ε)
+
+    (moments start at zeros; ε = 1e-8 and no weight decay, as they run it). The step runs torch's
+    fused Adam kernel on the normalised gradients with ε scaled by 1/sqrt(1 − β2^t), which is the
+    same update (torch's kernel puts ε after the bias-corrected square root).
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        if lr <= 0 or eps <= 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"invalid AdamNormGrad settings: lr={lr}, betas={betas}, eps={eps}")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "step": 0})
+        for group in self.param_groups:
+            group["fused"] = all(p.device.type in ("cpu", "cuda") for p in group["params"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            group["step"] += 1  # a Python count beside the kernel's tensors: no device read
+            t = group["step"]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(
+                        step=torch.zeros((), dtype=torch.float32, device=p.device if group["fused"] else "cpu"),
+                        exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
+                        exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
+            grads = [p.grad for p in params]
+            norms = torch._foreach_add(torch._foreach_norm(grads), NORM_FLOOR)
+            grads = torch._foreach_div(grads, norms)
+            states = [self.state[p] for p in params]
+            beta1, beta2 = group["betas"]
+            adam_functional(
+                params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+                [s["step"] for s in states], fused=group["fused"], foreach=None if group["fused"] else True,
+                amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+                eps=group["eps"] / math.sqrt(1 - beta2 ** t), maximize=False,
+            )
+        return loss
+
+
 def make_optimizer(name: str, params: list[torch.nn.Parameter], *, lr: float,
                    betas: tuple[float, float], eps: float | None = None) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``params``; ``eps`` None keeps each optimizer's own default.
@@ -92,6 +153,8 @@ def make_optimizer(name: str, params: list[torch.nn.Parameter], *, lr: float,
     """
     if name == "burda-adam":
         return BurdaAdam(params, lr=lr, betas=betas, **({} if eps is None else {"eps": eps}))
+    if name == "adam-normgrad":
+        return AdamNormGrad(params, lr=lr, betas=betas, **({} if eps is None else {"eps": eps}))
     if name == "adam":
         device = params[0].device if params else torch.device("cpu")
         fused = device.type in ("cuda", "cpu")

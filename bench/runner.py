@@ -97,6 +97,8 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
                        provenance=trainer)
         p["training_segments"] = result.segments
         record["notes"] += result.notes
+        if result.early_stopping is not None:  # the best epoch, whose model is the one evaluated
+            record["early_stopping"] = result.early_stopping
         record["checkpoint_sha256"] = sha256_file(checkpoint_dir / CHECKPOINT)
         training_threads = torch.get_num_threads()
         torch.set_num_threads(eval_threads or training_threads)

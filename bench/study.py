@@ -85,6 +85,8 @@ class RunConfig:
         data["architecture"] = identity_dict(Architecture, data["architecture"])
         if self.method in METHODS:
             data["method_config"] = identity_dict(METHODS.get(self.method).config_class, data["method_config"])
+        for section, cls in (("architecture", Architecture), ("data", DataConfig), ("train", TrainConfig)):
+            data[section] = identity_dict(cls, data[section])
         data["data"].pop("test_subset", None)  # the test images never reach training
         return data
 

@@ -29,7 +29,11 @@ def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
     """
     config = config or DataConfig()
     splits = raw_splits(name)
-    train, valid = splits.train, splits.valid
+    train, valid, test = splits.train, splits.valid, splits.test
+    if config.grey_levels == "max-to-one" and not splits.binary:
+        top = train.max()
+        require(bool(top > 0), f"data.grey_levels = 'max-to-one': {name}'s training images are all 0")
+        train, valid, test = train / top, valid / top, test / top
     if config.valid_from_train is not None:
         pool = torch.cat([train, valid])
         n = config.valid_from_train
@@ -37,7 +41,7 @@ def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
         train, valid = pool[:-n], pool[-n:]
     train = train[: config.train_subset]
     valid = valid[: config.valid_subset]
-    test = splits.test[: config.test_subset]
+    test = test[: config.test_subset]
     if not splits.binary:
         # Different seeds per split: the validation and test draws must be independent.
         valid = binarize_eval(valid, config.eval_binarization, config.binarization_seed + 1)

@@ -34,14 +34,16 @@ class MethodConfig:
     """Hyperparameters every method has. Subclasses add their own fields.
 
     ``lr``: Adam's learning rate for the encoder and decoder. ``betas``: Adam's β1, β2.
-    ``optimizer``: ``adam`` (torch's) or ``burda-adam`` (the IWAE authors' variant, see
-    :class:`vaebench.optim.BurdaAdam`), for every parameter group. ``eps``: the optimizer's ε
-    (unset: its own default, 1e-8 for adam, 1e-4 for burda-adam).
+    ``optimizer``: ``adam`` (torch's), ``burda-adam`` (the IWAE authors' variant, see
+    :class:`vaebench.optim.BurdaAdam`) or ``adam-normgrad`` (the VampPrior authors' Adam on
+    gradients normalised per tensor, :class:`vaebench.optim.AdamNormGrad`), for every parameter
+    group. ``eps``: the optimizer's ε (unset: its own default, 1e-8 for adam and adam-normgrad,
+    1e-4 for burda-adam).
     """
 
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
-    optimizer: Literal["adam", "burda-adam"] = "adam"
+    optimizer: Literal["adam", "burda-adam", "adam-normgrad"] = "adam"
     eps: float | None = None
 
     def __post_init__(self) -> None:
@@ -116,6 +118,17 @@ class Method(nn.Module):
             raise NotImplementedError(f"{self.name} has no density q(z|x): define its own objective")
         return (log_joint(self, z, x) - log_q).mean(0)
 
+    @property
+    def stopping_objective_name(self) -> str:
+        """The name of :meth:`stopping_objective` (its validation value is ``valid_<name>``)."""
+        return self.objective_name
+
+    def stopping_objective(self, x: torch.Tensor) -> torch.Tensor:
+        """What early stopping (``[train] early_stopping_patience``) watches on the validation set,
+        per example, higher being better. Default: :meth:`objective`; a method whose objective is
+        weighted during training (a KL warm-up) returns its unweighted bound."""
+        return self.objective(x)
+
     def diagnostics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The method's own per-example numbers (shape (batch,) each), one per entry of
         :attr:`columns`; evaluation stores them beside the estimators' columns. Default: none."""
@@ -183,17 +196,32 @@ class Method(nn.Module):
         return self.likelihood.mean(self.prior.sample(n))
 
 
-class GaussianEncoder(nn.Module):
-    """q(z|x) = N(μ(x), diag σ(x)²), the encoder of the VAE and of several baselines."""
+#: the range to which ``scale = "logvar-hardtanh"`` clips the log-variance (the VampPrior authors')
+LOGVAR_RANGE = (-6.0, 2.0)
 
-    def __init__(self, body: nn.Module, min_scale: float = 1e-4) -> None:
+
+class GaussianEncoder(nn.Module):
+    """q(z|x) = N(μ(x), diag σ(x)²), the encoder of the VAE and of several baselines.
+
+    ``scale``: how the body's second half becomes σ: ``softplus`` (softplus + ``min_scale``) or
+    ``logvar-hardtanh`` (a log-variance clipped to [−6, 2] by hardtanh, σ = exp(½ · that), as the
+    VampPrior authors' ``q_z_logvar``; σ then lies in [0.050, 2.72] and the clip passes no
+    gradient outside it).
+    """
+
+    def __init__(self, body: nn.Module, min_scale: float = 1e-4,
+                 scale: Literal["softplus", "logvar-hardtanh"] = "softplus") -> None:
         super().__init__()
         self.body = body  # x → 2·latent_dim
         self.min_scale = min_scale
+        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.distributions.Independent:
         loc, raw_scale = self.body(x).chunk(2, dim=-1)
-        scale = nn.functional.softplus(raw_scale) + self.min_scale
+        if self.scale == "logvar-hardtanh":
+            scale = (0.5 * nn.functional.hardtanh(raw_scale, *LOGVAR_RANGE)).exp()
+        else:
+            scale = nn.functional.softplus(raw_scale) + self.min_scale
         # No argument validation: it costs a host sync per call, and NaNs must reach the loss,
         # where the training loop reports them as divergence.
         normal = torch.distributions.Normal(loc, scale, validate_args=False)

@@ -14,7 +14,7 @@ on ``−RE + beta · KL`` with KL = log q(z|x) − log p(z) at the posterior dra
 - the weight rises per optimizer step, not per epoch: step t = 1, 2, … (the t-th call of
   ``training_step``) has w_t = β · min(1, t / kl_warmup_steps). With kl_warmup_steps = warmup ×
   steps per epoch, each epoch's last step has their epoch's weight and its earlier steps a little
-  less;
+  less; ``kl_warmup_hold`` = steps per epoch holds each epoch's weight for all its steps, theirs;
 - their validation loss is computed with beta = 1 (``utils/evaluation.py``: ``calculate_loss``
   at its default); here validation reports the training objective at the current weight, as
   every method's ``objective`` does, logged as ``valid_beta_<name>`` (``valid_beta_elbo`` for
@@ -48,16 +48,25 @@ class KLWeightConfig(MethodConfig):
     weighting the KL by β · min(1, t / kl_warmup_steps), as the VampPrior code's warm-up (per
     epoch there; 0: no warm-up). Validation during the warm-up reports the weighted objective
     at the current weight.
+
+    ``kl_warmup_hold``: raise the weight in stairs, holding it for blocks of this many steps: step
+    t weighs the KL by β · min(1, h ⌈t / h⌉ / kl_warmup_steps). With h = the steps of an epoch the
+    weight is the VampPrior code's, epoch e's steps all weighted β · min(1, e / warmup epochs)
+    (0: the linear ramp above).
     """
 
     kl_weight: float = field(default=1.0, metadata=NEW_OPTION)
     kl_warmup_steps: int = field(default=0, metadata=NEW_OPTION)
+    kl_warmup_hold: int = field(default=0, metadata=NEW_OPTION)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(math.isfinite(self.kl_weight) and self.kl_weight > 0,
                 f"kl_weight must be a positive number, got {self.kl_weight}")
         require(self.kl_warmup_steps >= 0, f"kl_warmup_steps must be 0 (off) or positive, got {self.kl_warmup_steps}")
+        require(self.kl_warmup_hold >= 0, f"kl_warmup_hold must be 0 (off) or positive, got {self.kl_warmup_hold}")
+        require(not self.kl_warmup_hold or self.kl_warmup_steps,
+                "kl_warmup_hold holds the steps of a warm-up: set kl_warmup_steps too")
 
     @property
     def weighted_kl(self) -> bool:
@@ -93,9 +102,25 @@ class KLWeighting:
     def weighted_kl(self) -> bool:
         return self.config.weighted_kl
 
+    @property
+    def stopping_objective_name(self) -> str:
+        """The unweighted bound's name (the class's ``objective_name``: ``elbo`` for the VAE)."""
+        return type(self).objective_name
+
+    def stopping_objective(self, x: torch.Tensor) -> torch.Tensor:
+        """The method's objective at KL weight 1, its bound, whatever β and the warm-up: what early
+        stopping watches, as the VampPrior authors' code validates with ``beta = 1``."""
+        self._unweighted = True
+        try:
+            return self.objective(x)  # type: ignore[attr-defined]
+        finally:
+            self._unweighted = False
+
     def kl_weight_at(self, step: int) -> float:
         """The KL weight of training step ``step`` (counted from 1): β · min(1, step / kl_warmup_steps)."""
-        warmup = self.config.kl_warmup_steps
+        warmup, hold = self.config.kl_warmup_steps, self.config.kl_warmup_hold
+        if hold:
+            step = hold * math.ceil(step / hold)
         return self.config.kl_weight * (min(1.0, step / warmup) if warmup else 1.0)
 
     def kl_weight_now(self, *, advance: bool) -> float | torch.Tensor:
@@ -104,11 +129,17 @@ class KLWeighting:
         compiled step reads it rather than baking in a constant). ``advance``: count a new
         training step first (once per ``training_step``); validation passes False."""
         warmup = self.config.kl_warmup_steps
+        if getattr(self, "_unweighted", False) and not advance:
+            return 1.0
         if not warmup:
             return self.config.kl_weight
         if advance:
             self.kl_warmup_step.add_(1)
-        return (self.kl_warmup_step.double() / warmup).clamp(max=1.0) * self.config.kl_weight
+        step = self.kl_warmup_step.double()
+        hold = self.config.kl_warmup_hold
+        if hold:  # the step rounded up to its block's last, the block's weight
+            step = torch.ceil(step / hold) * hold
+        return (step / warmup).clamp(max=1.0) * self.config.kl_weight
 
 
 __all__ = ["KLWeightConfig", "KLWeighting"]

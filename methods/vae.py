@@ -26,10 +26,14 @@ class VAEConfig(KLWeightConfig):
     evaluating log q with the encoder's outputs held fixed, so that the encoder learns only
     through z; its variance vanishes where q is the exact posterior. It needs the Monte Carlo
     KL (analytic_kl = false). The decoder's gradient and the logged ELBO are the standard ones.
+
+    ``scale``: how the encoder's output becomes σ: ``softplus`` (+ 1e-4) or ``logvar-hardtanh``
+    (a log-variance clipped to [−6, 2], the VampPrior authors'; see :class:`GaussianEncoder`).
     """
 
     analytic_kl: bool = True
     gradient: Literal["standard", "stl"] = field(default="standard", metadata=NEW_OPTION)
+    scale: Literal["softplus", "logvar-hardtanh"] = field(default="softplus", metadata=NEW_OPTION)
     #: the values ``gradient`` may take (a subclass with other estimators names its own)
     GRADIENTS: ClassVar[tuple[str, ...]] = ("standard", "stl")
 
@@ -80,7 +84,7 @@ class VAE(KLWeighting, Method):
     def __init__(self, config: VAEConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.encoder = GaussianEncoder(
-            self.backbone.encoder(self.architecture, self.data_shape, 2 * self.latent_dim)
+            self.backbone.encoder(self.architecture, self.data_shape, 2 * self.latent_dim), scale=config.scale
         )
         self.init_kl_weight()
         self.check_options()

@@ -177,3 +177,73 @@ def test_avb_builds_the_authors_networks_from_the_conv_options(images):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in avb.encoder.modules())
     losses = avb.update(images[:2])
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+# The VampPrior authors' one-layer VAE (jmtomczak/vae_vampprior, models/VAE.py) for 784 pixels and
+# 40 latent dimensions, as the (in, out) sizes of their nn.Linear layers, each with a bias:
+# encoder GatedDense(784, 300), GatedDense(300, 300) (two linear maps each, h and g), then
+# q_z_mean and q_z_logvar (300 → 40 each); decoder GatedDense(40, 300), GatedDense(300, 300), p_x_mean.
+THEIR_ENCODER = [(784, 300), (784, 300), (300, 300), (300, 300), (300, 40), (300, 40)]
+THEIR_DECODER = [(40, 300), (40, 300), (300, 300), (300, 300), (300, 784)]
+
+
+def _parameters(layers):
+    return sum(a * b + b for a, b in layers)
+
+
+def test_the_gated_backbone_has_the_vampprior_authors_layers_and_parameter_count():
+    from vaebench.backbones import GatedDense, SplitLinear
+
+    torch.manual_seed(0)
+    arch = Architecture(backbone="gated", hidden=(300, 300), init="he")
+    encoder = get_backbone("gated").encoder(arch, MNIST_SHAPE, 2 * 40)
+    decoder = get_backbone("gated").decoder(arch, 40, MNIST_SHAPE)
+    assert [type(m) for m in encoder.net] == [GatedDense, GatedDense, SplitLinear]
+    assert [type(m) for m in decoder] == [GatedDense, GatedDense, torch.nn.Linear]
+    for net, theirs in ((encoder, THEIR_ENCODER), (decoder, THEIR_DECODER)):
+        # their tensors one for one, in their order (an optimizer normalising per tensor sees the same)
+        linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+        assert [(m.in_features, m.out_features) for m in linears] == theirs
+        assert [tuple(p.shape) for p in net.parameters()] == [s for a, b in theirs for s in ((b, a), (b,))]
+        assert sum(p.numel() for p in net.parameters()) == _parameters(theirs)
+    assert _parameters(THEIR_ENCODER) == 675_680 and _parameters(THEIR_DECODER) == 441_184
+
+    # the VAE and VampPrior built on it: their totals, the 500 pseudo-inputs (500 × 784) included
+    vae = create_method("vae", {}, data_shape=MNIST_SHAPE, latent_dim=40, architecture=arch)
+    vamp = create_method("vampprior", {"analytic_kl": False, "components": 500}, data_shape=MNIST_SHAPE,
+                         latent_dim=40, architecture=arch)
+    assert sum(p.numel() for p in vae.parameters()) == 675_680 + 441_184
+    assert sum(p.numel() for p in vamp.parameters()) == 675_680 + 441_184 + 500 * 784
+
+
+def test_a_gated_dense_layer_is_the_linear_map_times_the_sigmoid_of_the_gate():
+    from vaebench.backbones import GatedDense
+
+    torch.manual_seed(0)
+    layer = GatedDense(5, 3)
+    x = torch.randn(4, 5)
+    h, g = layer.h, layer.g
+    expected = (x @ h.weight.T + h.bias) * torch.sigmoid(x @ g.weight.T + g.bias)
+    torch.testing.assert_close(layer(x), expected)
+    # any leading dimensions, and the encoder's extra input broadcast against x
+    encoder = get_backbone("gated").encoder(Architecture(backbone="gated", hidden=(6,)), (5,), 2, extra_dim=3)
+    eps = torch.randn(7, 4, 3)
+    out = encoder(x, eps)
+    assert out.shape == (7, 4, 2)
+    torch.testing.assert_close(out[3], encoder(x, eps[3]))
+
+
+def test_he_init_draws_normal_weights_with_variance_two_over_fan_in_and_keeps_torch_biases():
+    torch.manual_seed(0)
+    decoder = get_backbone("gated").decoder(Architecture(backbone="gated", hidden=(300, 300), init="he"), 40,
+                                            MNIST_SHAPE)
+    linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
+    for m in linears:
+        w = m.weight.detach()
+        assert w.mean().item() == pytest.approx(0, abs=4 * (2 / m.in_features / w.numel()) ** 0.5)
+        assert w.var().item() == pytest.approx(2 / m.in_features, rel=0.05)
+        # PyTorch's default bias, U(−1/sqrt(fan_in), 1/sqrt(fan_in)): not zero, within the bound
+        assert 0 < m.bias.abs().max().item() <= m.in_features ** -0.5
+    # the torch default is not He: its weights are uniform with variance 1/(3 fan_in)
+    plain = get_backbone("gated").decoder(Architecture(backbone="gated", hidden=(300, 300)), 40, MNIST_SHAPE)
+    assert plain[-1].weight.var().item() == pytest.approx(1 / (3 * 300), rel=0.05)

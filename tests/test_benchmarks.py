@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from vaebench.benchmarks import ais_throughput, matmul, run_overhead, step_time, training_throughput
+from vaebench.benchmarks import ais_throughput, matmul, preset_timing, run_overhead, step_time, training_throughput
 from vaebench.errors import run_command
 from vaebench.records import device_description
 
@@ -84,6 +84,30 @@ def test_step_time_times_every_row_at_its_own_latent_sizes(tmp_path, capsys: pyt
     only = step_time.main([str(study), "--device", "cpu", "--steps", "2", "--warmup", "0", "--repeats", "1",
                            "--only", "avb"])
     assert [(r["label"], r["latent_dim"]) for r in only] == [("vae", 2), ("avb", 2)]
+
+
+def test_preset_timing(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = tmp_path / "tiny.toml"
+    study.write_text('''
+methods = ["vae", {name = "vae", label = "warm", kl_warmup_steps = 4, analytic_kl = false}]
+datasets = ["toy4"]
+latent_dims = [2]
+[architecture]
+hidden = [8]
+[train]
+epochs = 30
+batch_size = 10
+early_stopping_patience = 3
+''')
+    out = preset_timing.main([str(study), "--device", "cpu", "--steps", "3", "--warmup", "1", "--eager",
+                              "--epochs", "10", "20"])
+    assert set(out) == {"vae", "warm"}
+    for timing in out.values():
+        assert all(math.isfinite(v) and v > 0 for v in _numbers(timing)), timing
+        assert timing["epoch"] == pytest.approx(timing["steps_per_epoch"] * timing["step"] + timing["valid"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"device {CPU_NAME} (cpu), ") and "study tiny" in lines[0]
+    assert any(line.startswith("  warm (CPU time): ") and "20 epochs" in line for line in lines)
 
 
 def test_run_overhead(capsys: pytest.CaptureFixture[str]) -> None:

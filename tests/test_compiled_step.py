@@ -20,6 +20,7 @@ from vaebench.methods.vae import VAE, VAEConfig
 from vaebench.training import TrainConfig, train
 
 ARCH = Architecture(hidden=(32,), activation="tanh", init="glorot")
+GATED = Architecture(backbone="gated", hidden=(32, 32), init="he")
 STEPS = 10
 
 
@@ -69,11 +70,17 @@ def _assert_same_steps(eager, compiled, batches):
     ("iwae", {"optimizer": "burda-adam", "eps": 0.1, "lr": 1e-2, "k": 5, "betas": [0.5, 0.9]}),
     # DReG's hook on z, and a KL warm-up whose step count (a buffer) the step updates in place
     ("iwae", {"eps": 0.1, "lr": 1e-2, "k": 5, "gradient": "dreg", "kl_weight": 0.7, "kl_warmup_steps": 6}),
-], ids=["vae-adam", "vae-burda-adam", "iwae-k5-burda-adam", "iwae-k5-dreg-warmup"])
-def test_the_compiled_step_takes_the_eager_steps(name, params, mnist_small, device):
+    # the tomczak2018 preset's settings (its VAE is this without the pseudo-inputs): the VampPrior (its
+    # prior's encoder pass over the pseudo-inputs, their hardtanh) with a KL warm-up held in stairs,
+    # the VampPrior authors' AdamNormGrad and log-variance clip, on the gated backbone
+    ("vampprior", {"optimizer": "adam-normgrad", "eps": 1e-3, "lr": 1e-2, "analytic_kl": False, "components": 7,
+                   "kl_warmup_steps": 6, "kl_warmup_hold": 2, "scale": "logvar-hardtanh"}),
+], ids=["vae-adam", "vae-burda-adam", "iwae-k5-burda-adam", "iwae-k5-dreg-warmup", "vampprior-gated-warmup"])
+def test_the_compiled_step_takes_the_eager_steps(name, params, mnist_small, device, request):
     data = _on(mnist_small, device)
     torch.manual_seed(0)
-    method = create_method(name, params, data_shape=data.image_shape, latent_dim=4, architecture=ARCH)
+    arch = GATED if "gated" in request.node.callspec.id else ARCH
+    method = create_method(name, params, data_shape=data.image_shape, latent_dim=4, architecture=arch)
     eager, compiled = _twins(method, data, device)
     _assert_same_steps(eager, compiled, data.train[:20 * STEPS].split(20))
 

@@ -177,3 +177,18 @@ def test_a_data_set_is_loaded_once_per_process_by_preflight_and_every_cell(monke
     assert len(calls) == 1
     assert first.train.shape == (5, 4) and second.train.shape == (8, 4)
     assert torch.equal(first.train, second.train[:5])  # the same images, not a second draw
+
+
+def test_max_to_one_grey_levels_turn_the_pickles_k_over_256_into_k_over_255():
+    stored = load_dataset("mnist", DataConfig(eval_binarization="none", train_subset=2000))
+    data = load_dataset("mnist", DataConfig(eval_binarization="none", train_subset=2000, grey_levels="max-to-one"))
+    # the file stores pixel k as k/256 (its brightest 255/256); torchvision's MNIST has k/255
+    levels = torch.round(stored.train * 256)
+    assert stored.train.max().item() == 255 / 256 and torch.equal(levels / 256, stored.train)
+    torch.testing.assert_close(data.train, levels / 255, rtol=0, atol=1e-7)
+    assert data.train.max().item() == 1.0
+    torch.testing.assert_close(data.test, torch.round(stored.test * 256) / 255, rtol=0, atol=1e-7)
+    # fixed binarisation then draws from the rescaled levels: the brightest pixels are always on
+    binary = load_dataset("mnist", DataConfig(test_subset=500, grey_levels="max-to-one"))
+    brightest = torch.round(stored.test[:500] * 256) == 255
+    assert brightest.any() and (binary.test[brightest] == 1).all()

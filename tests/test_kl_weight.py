@@ -181,3 +181,17 @@ def test_every_method_with_a_kl_weight_uses_it_or_refuses_it(name, tiny_batch):
         losses.append(method.training_step(tiny_batch)["model"].item())
     assert losses[0] != losses[1], losses
     assert weighted.objective_name.startswith("beta_")
+
+
+def test_a_held_warmup_weighs_every_step_of_a_block_as_the_vampprior_code_weighs_an_epoch(tiny_batch):
+    """kl_warmup_hold = steps per epoch: epoch e's steps all have β · min(1, e / warm-up epochs), their
+    utils/training.py (beta = epoch / warmup, epochs from 1). Here 3 steps an epoch, 2 warm-up epochs."""
+    vae = _make("vae", kl_weight=1.0, kl_warmup_steps=6, kl_warmup_hold=3, analytic_kl=False)
+    weights = []
+    for _ in range(9):
+        vae.training_step(tiny_batch)
+        weights.append(vae.kl_weight_now(advance=False).item())
+    assert weights == [0.5] * 3 + [1.0] * 6
+    assert [vae.kl_weight_at(t) for t in range(1, 10)] == weights
+    with pytest.raises(ConfigError, match="set kl_warmup_steps too"):
+        _make("vae", kl_warmup_hold=3)

@@ -73,3 +73,51 @@ def test_method_config_selects_the_optimizer():
     assert type(plain) is torch.optim.Adam
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("sgd", [torch.nn.Parameter(torch.zeros(1))], lr=1.0, betas=(0.9, 0.9))
+
+
+def _normgrad_by_hand(p0, grads, lr, b1, b2, eps):
+    """The VampPrior authors' AdamNormGrad (utils/optimizer.py), one parameter, in float64: the
+    gradient over its L2 norm plus 1e-7, then moments from zeros, ε after the uncorrected root."""
+    p, m, v = p0.double().clone(), torch.zeros_like(p0, dtype=torch.float64), torch.zeros_like(p0, dtype=torch.float64)
+    out = []
+    for t, g in enumerate(grads, start=1):
+        g = g.double() / (g.double().norm() + 1e-7)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (v.sqrt() + eps)
+        out.append(p.clone())
+    return out
+
+
+def test_adam_normgrad_matches_the_hand_computed_update_for_each_tensor_on_its_own(device):
+    from vaebench.optim import AdamNormGrad
+
+    torch.manual_seed(0)
+    starts = [torch.randn(3, 4, dtype=torch.float64), torch.randn(5, dtype=torch.float64)]
+    # gradients of very different scales: each tensor is normalised by its own norm
+    grads = [[torch.randn(3, 4, dtype=torch.float64) * s for s in (1.0, 30.0, 0.1)],
+             [torch.randn(5, dtype=torch.float64) * s for s in (1e-3, 1e2, 1.0)]]
+    lr, b1, b2, eps = 5e-2, 0.9, 0.999, 1e-3  # an ε large enough that its place matters
+    params = [torch.nn.Parameter(p0.to(device, copy=True)) for p0 in starts]
+    opt = make_optimizer("adam-normgrad", params, lr=lr, betas=(b1, b2), eps=eps)
+    assert isinstance(opt, AdamNormGrad)
+    expected = [_normgrad_by_hand(p0, g, lr, b1, b2, eps) for p0, g in zip(starts, grads)]
+    for step in range(3):
+        for p, g in zip(params, grads):
+            p.grad = g[step].to(device)
+        opt.step()
+        for p, want in zip(params, expected):
+            torch.testing.assert_close(p.detach().cpu(), want[step], rtol=0, atol=1e-14)
+    # its defaults are the authors' (lr aside, which experiment.py sets): betas (0.9, 0.999), ε 1e-8
+    defaults = AdamNormGrad([torch.nn.Parameter(torch.zeros(1))]).defaults
+    assert {k: defaults[k] for k in ("betas", "eps")} == {"betas": (0.9, 0.999), "eps": 1e-8}
+    # the state round-trips: a copy continues identically
+    twin_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    twin = AdamNormGrad(twin_params, lr=lr, betas=(b1, b2), eps=eps)
+    twin.load_state_dict(copy.deepcopy(opt.state_dict()))
+    for opt_, ps in ((opt, params), (twin, twin_params)):
+        for p, g in zip(ps, grads):
+            p.grad = g[0].to(device)
+        opt_.step()
+    for a, b in zip(params, twin_params):
+        assert torch.equal(a, b)

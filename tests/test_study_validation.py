@@ -142,9 +142,24 @@ def test_options_added_later_leave_the_training_identity_alone_at_their_default(
 
     plain = cell_id({"name": "iwae", "label": "m", "k": 5})
     assert cell_id({"name": "iwae", "label": "m", "k": 5, "gradient": "standard", "kl_weight": 1.0,
-                    "kl_warmup_steps": 0}) == plain
-    for option in ({"gradient": "dreg"}, {"kl_weight": 0.5}, {"kl_warmup_steps": 10}, {"k": 6}):
+                    "kl_warmup_steps": 0, "kl_warmup_hold": 0, "scale": "softplus"}) == plain
+    for option in ({"gradient": "dreg"}, {"kl_weight": 0.5}, {"kl_warmup_steps": 10}, {"k": 6},
+                   {"scale": "logvar-hardtanh"}):
         assert cell_id({"name": "iwae", "label": "m", "k": 5, **option}) != plain
+
+    # options of the other sections: early stopping, off by default
+    def train_id(train: dict) -> str:
+        study = parse_study({"name": "ids", "methods": ["vae"], "datasets": ["toy4"], "latent_dims": [2],
+                             "seeds": [0], "train": train})
+        return study.cells()[0].cell_id
+
+    assert train_id({"early_stopping_patience": 0, "early_stopping_start": 0}) == train_id({})
+    data = parse_study({"name": "ids", "methods": ["vae"], "datasets": ["toy4"], "latent_dims": [2],
+                        "seeds": [0], "data": {"grey_levels": "stored"}}).cells()[0].cell_id
+    assert data == train_id({})
+    assert train_id({"early_stopping_patience": 50}) != train_id({})
+    assert train_id({"early_stopping_patience": 50, "early_stopping_start": 100}) != train_id(
+        {"early_stopping_patience": 50})
     # the ids of the committed presets' records: this one was written before the options existed
     committed = json.loads((Path(__file__).resolve().parents[1] / "results/burda2016/study.json").read_text())
     ids = {c["cell_id"] for c in committed["cells"]}
@@ -259,3 +274,24 @@ def test_a_method_repeated_with_other_networks_or_latent_sizes_is_not_a_duplicat
     parse_study({**base, "methods": ["avb", {"name": "avb", "label": "b", "latent_dims": [32]}]})
     with pytest.raises(ConfigError, match="is methods\\[0\\] again"):
         parse_study({**base, "methods": ["avb", {"name": "avb", "label": "b", "latent_dims": [8]}]})
+
+
+def test_the_tomczak2018_preset_plans_the_authors_protocol_and_passes_its_dry_run(tmp_path, capsys):
+    study = load_study("tomczak2018")
+    cells = study.cells()
+    assert [c.label for c in cells] == ["vae", "vampprior"] and {c.latent_dim for c in cells} == {40}
+    assert study.architecture.backbone == "gated" and study.architecture.hidden == (300, 300)
+    assert study.architecture.init == "he"
+    for cell in cells:
+        config = cell.resolved_config
+        assert (config.optimizer, config.lr, config.scale, config.analytic_kl) == (
+            "adam-normgrad", 5e-4, "logvar-hardtanh", False)
+        # their warm-up of 100 epochs, in steps of batches of 100 over 50,000 training images
+        assert config.kl_warmup_steps == 100 * 50_000 // study.train.batch_size
+        assert config.kl_warmup_hold == 50_000 // study.train.batch_size  # one epoch's steps: their β per epoch
+    assert cells[1].resolved_config.components == 500
+    assert (study.train.epochs, study.train.early_stopping_patience, study.train.early_stopping_start) == (
+        2000, 50, 100)
+    assert study.eval.full_test_is_samples == 5000 and study.data.grey_levels == "max-to-one"
+    # every check that runs before training, the models built and stepped once
+    assert main(["run", "tomczak2018", "--dry-run", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The training loop; the tests given the ``device`` fixture run on ``pytest --device``'s device."""
 
+import dataclasses
 import json
 import math
 
@@ -223,3 +224,88 @@ def test_progress_line_states_the_time_left():
     line = _progress_line("c", 10, 3280, {"train_model": 93.3254, "valid_elbo": -94.3481, "epoch": 10}, 6.5)
     assert line == "c: epoch 10/3,280, train_model 93.33, valid_elbo -94.35, 6.5 s/epoch, about 5.9 h left"
     assert _progress_line("c", 1, 3, {}, 30.0).endswith("about 1 min left")
+
+
+def test_early_stopping_counts_epochs_without_a_new_best_as_the_vampprior_authors_code():
+    """Their rule (utils/perform_experiment.py): a new best resets the count, any other epoch adds one
+    (reset to 0 before the start epoch), and training stops once the count exceeds the patience."""
+    from vaebench.training import EarlyStopping
+
+    model = torch.nn.Linear(2, 1)
+    values = [-5.0, -4.0, -4.5, -4.5, -3.0, -3.5, float("nan"), -3.0, -3.2, -9.0]
+    stopping = EarlyStopping("elbo", patience=2, start=4)
+    stops = []
+    for epoch, value in enumerate(values, start=1):
+        with torch.no_grad():
+            model.bias.fill_(epoch)  # the model of each epoch, told apart by its bias
+        stops.append(stopping.update(epoch, value, model))
+    # epochs 3 and 4 do not improve, but before epoch 4 the count is reset: 3 → 0, 4 → 1; 5 is a
+    # new best; 6, 7 (NaN), 8 (a tie is no improvement) count 1, 2, 3 > 2: stop after epoch 8
+    assert stops == [False] * 7 + [True, True, True]
+    assert stopping.stopped_at == 8 and stopping.best_epoch == 5 and stopping.best == -3.0
+    assert stopping.best_model["bias"].item() == 5
+    # its state survives a round trip, best model included
+    again = EarlyStopping("elbo", patience=2, start=4)
+    again.load_state_dict(stopping.state_dict())
+    assert again.summary() == stopping.summary()
+    assert again.summary() == {"watched": "valid_elbo", "best_epoch": 5, "best_value": -3.0, "patience": 2,
+                               "start": 4, "stopped_early": True, "stopped_at_epoch": 8}
+
+
+def _without_seconds(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def test_early_stopping_keeps_the_best_epochs_model_and_a_resumed_run_stops_where_a_straight_one_does(
+        mnist_small, tmp_path):
+    data = DataSplits(mnist_small.name, mnist_small.train[:200], mnist_small.valid[:200], mnist_small.test,
+                      mnist_small.image_shape)
+    config = TrainConfig(epochs=40, batch_size=50, early_stopping_patience=2, early_stopping_start=3,
+                         valid_batch_size=200)
+
+    def run(config, folder):
+        torch.manual_seed(0)
+        model = create_method("vae", {"lr": 1e-2, "kl_warmup_steps": 8}, data_shape=data.image_shape,
+                              latent_dim=4)
+        torch.manual_seed(7)
+        return model, train(model, data, config, seed=3, dynamic_binarization=True, checkpoint_dir=folder,
+                            progress=False)
+
+    straight, result = run(config, tmp_path / "straight")
+    summary = result.early_stopping
+    assert summary["stopped_early"], summary  # overfitting 200 images at this rate ends well before 40 epochs
+    stopped = summary["stopped_at_epoch"]
+    # it watched the ELBO (weight 1) though the training objective is weighted during the warm-up
+    assert summary["watched"] == "valid_elbo" and "valid_beta_elbo" in result.history[0]
+    elbos = [h["valid_elbo"] for h in result.history]
+    assert len(elbos) == stopped and summary["best_value"] == max(elbos)
+    assert elbos.index(max(elbos)) + 1 == summary["best_epoch"] < stopped
+    # the model handed back is the best epoch's (the checkpoint's last model is the stopping epoch's)
+    state = load_checkpoint(tmp_path / "straight")
+    assert state["epoch"] == stopped
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, state["early_stopping"]["best_model"][name]), name
+    assert any(not torch.equal(v, state["model"][k]) for k, v in straight.state_dict().items())
+
+    # interrupted two epochs before the stop and resumed: the same stop, the same best model
+    _, first = run(dataclasses.replace(config, epochs=stopped - 2), tmp_path / "resumed")
+    assert not first.early_stopping["stopped_early"]
+    resumed, again = run(config, tmp_path / "resumed")
+    assert again.resumed_from_epoch == stopped - 2 and again.early_stopping == summary
+    assert _without_seconds(again.history) == _without_seconds(result.history)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    # a rerun of a stopped run trains no further and hands back the same best model
+    rerun, third = run(config, tmp_path / "straight")
+    assert _without_seconds(third.history) == _without_seconds(result.history)
+    assert third.early_stopping == summary
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), rerun.state_dict().values()))
+
+
+def test_early_stopping_needs_validation_every_epoch():
+    from vaebench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="valid_every = 1"):
+        TrainConfig(early_stopping_patience=5, valid_every=2)
+    with pytest.raises(ConfigError, match="early_stopping_patience"):
+        TrainConfig(early_stopping_patience=-1)
