@@ -27,7 +27,7 @@ from vaebench.records import (device_description, environment, load_records, now
 from .approximations import FITTERS
 from .approximations.base import Fit
 from .metrics import QUANTILE_LEVELS, energy_distance, marginal_quantiles, quantile_errors
-from .reference import grid_reference, nuts_reference
+from .reference import convergence, grid_reference, nuts_reference
 from .targets import TARGETS, Target
 
 #: draws of q kept beside each record for the figures
@@ -143,8 +143,6 @@ def run_reference(study: PosteriorStudy, target: Target, out: Path, threads: int
             flip[0] = 0.0
             factor = 1 + (signs - 1) * flip  # μ unchanged, τ and η times the sign
             flipped.append(run.draws * factor)
-        from .reference import convergence
-
         metrics = {f"nuts_run{i + 1}": {"raw": run.diagnostics, "reflected": convergence(f.numpy()),
                                         "seconds": run.seconds} for i, (run, f) in enumerate(zip(runs, flipped))}
         reference = _subsample(flipped[0].reshape(-1, target.dim), study.draws, generator)

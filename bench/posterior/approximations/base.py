@@ -42,9 +42,10 @@ class Fit:
     own: dict[str, float] = field(default_factory=dict)
 
 
-#: a fitter: (target, the method's options from the preset, seed) → Fit
+#: a fitter: (target, the method's options from the study) → Fit, seeded by the caller
 Fitter = Callable[[Target, Mapping[str, Any]], Fit]
-FITTERS: dict[str, Callable[..., Fit]] = {}
+#: the fitters by the name a study gives them (filled in by the package's ``__init__``)
+FITTERS: dict[str, Fitter] = {}
 
 C = TypeVar("C")
 
