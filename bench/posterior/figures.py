@@ -75,10 +75,10 @@ def contour_figure(target: Target, reference: np.ndarray, panels: list[tuple[str
     return _save(fig, path)
 
 
-def curves_figure(target: Target, records: list[dict[str, Any]], path: Path, caption: str) -> Path:
+def curves_figure(target: Target, records: list[dict[str, Any]], methods: list[str], path: Path, caption: str) -> Path:
     """Each method's training loss against steps, every seed: E_q[log q − log p] for the methods with a
     density (a negative ELBO estimate), and for AVB its adversary's estimate of it (no bound)."""
-    methods = list(dict.fromkeys(r["config"]["label"] for r in records))
+    methods = [m for m in methods if any(r["config"]["label"] == m for r in records)]
     fig, axes = plt.subplots(1, len(methods), figsize=(3.0 * len(methods), 2.8), squeeze=False)
     for ax, method in zip(axes[0], methods):
         for r in records:
@@ -93,7 +93,7 @@ def curves_figure(target: Target, records: list[dict[str, Any]], path: Path, cap
     axes[0][0].set_ylabel("loss")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{target.name}: training loss, E_q[log q − log p] (AVB, AVB-AC: the adversary's "
-                 "estimate of log q, not a bound)", fontsize=9)
+                 "estimate of log q, not a bound)", fontsize=9, y=1.04)
     fig.text(0.5, -0.12, caption, ha="center", fontsize=7)
     return _save(fig, path)
 

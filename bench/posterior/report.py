@@ -146,7 +146,7 @@ def write_posterior_report(out: Path, study: Any) -> dict[str, Path]:
                 panels.append((method, values["draws"]))
         figures.append(contour_figure(target, reference_draws, panels, out / "figures" / f"{name}-contours.png",
                                       f"seed {min(study.seeds)}; {caption}"))
-        figures.append(curves_figure(target, cells, out / "figures" / f"{name}-training.png", caption))
+        figures.append(curves_figure(target, cells, methods, out / "figures" / f"{name}-training.png", caption))
     lines = [f"# {study.name}: approximating a posterior from its unnormalised density", "",
              "Non-amortised AVB and AVB-AC as the authors' `notebooks/Stan-example.ipynb` fits them, beside "
              "mean-field Gaussian VI and a normalising flow, on the notebook's eight-schools model and its two 2-D "
