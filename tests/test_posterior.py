@@ -203,3 +203,22 @@ def test_a_bad_study_is_refused_in_one_line_with_exit_2(tmp_path, capsys, text: 
     assert main(["posterior", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_tiny_study_runs_reports_and_skips_its_finished_cells(tmp_path, capsys) -> None:
+    study = tmp_path / "tiny.toml"
+    study.write_text('name = "tiny"\nseeds = [0]\ntargets = ["torus"]\ndraws = 200\nelbo_draws = 200\n'
+                     '[reference.grid]\npoints = 128\n'
+                     '[methods.avb-ac]\niterations = 2\nbatch_size = 16\nadversary_width = 8\nadversary_blocks = 1\n'
+                     '[methods.meanfield]\niterations = 2\n')
+    out = tmp_path / "out"
+    assert main(["posterior", str(study), "--out", str(out)]) == 0
+    first = capsys.readouterr().out
+    assert "torus-avb-ac-s0" in first and "torus-meanfield-s0" in first
+    records = sorted(p.name for p in (out / "records").glob("*.json"))
+    assert records == ["torus-avb-ac-s0.json", "torus-meanfield-s0.json", "torus-reference.json"]
+    readme = (out / "README.md").read_text()
+    assert "| torus | floor: second grid draw |" in readme and "| torus | meanfield | 1 |" in readme
+    assert (out / "figures" / "torus-contours.png").is_file()
+    assert main(["posterior", str(study), "--out", str(out)]) == 0  # everything done: nothing refitted
+    assert "torus-avb-ac-s0:" not in capsys.readouterr().out
