@@ -118,6 +118,29 @@ def _cmd_peek(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_posterior(args: argparse.Namespace) -> int:
+    from .posterior.study import load_posterior_study, run_posterior_study
+
+    if args.threads < 1:
+        raise ConfigError(f"--threads: must be a positive integer, got {args.threads}")
+    study = load_posterior_study(args.study)
+    out = Path(args.out) if args.out else Path("runs") / study.name
+    check_out(out, create=True)
+    if not args.report_only:
+        from .runner import typed_path
+
+        command = " ".join(["vaebench", "posterior", typed_path(args.study), "--out", typed_path(out),
+                            "--threads", str(args.threads)])
+        print(f"posterior study {study.name} → {out}")
+        run_posterior_study(study, out, threads=args.threads, command=command)
+    from .posterior.report import write_posterior_report
+
+    paths = write_posterior_report(out, study)
+    print(paths["table"].read_text(), end="")
+    print(f"report: {paths['readme']}")
+    return 0
+
+
 def _reporting(results_dir: str, write: Any) -> dict[str, Path]:
     """``write(folder)`` with anything a malformed or partial record raises as one line naming the folder."""
     try:
@@ -282,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results_dir")
     report.add_argument("--reference", help="another results folder of the same study to compare with")
     report.set_defaults(func=_cmd_report)
+
+    posterior = sub.add_parser("posterior", help="the posterior-approximation track: fit q to an unnormalised "
+                               "density (AVB, AVB-AC, mean-field VI, a flow) against NUTS or an exact grid")
+    posterior.add_argument("study", help="a posterior study TOML file, or the preset 'posterior'")
+    posterior.add_argument("--out", help="results folder (default: runs/<study name>)")
+    posterior.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    posterior.add_argument("--report-only", action="store_true", help="only the table, figures and README "
+                           "from the records already there")
+    posterior.set_defaults(func=_cmd_posterior)
 
     methods = sub.add_parser("methods", help="list the registered methods, or one method's options")
     methods.add_argument("name", nargs="?", help="a method: show its options, their types and defaults")

@@ -29,7 +29,7 @@ from vaebench.datasets.storage import atomic_write_bytes
 RECORDS = "records"
 #: what a record's "dirty" flag looks at: the code, its build and its pins
 CODE_PATHS = ("bench", "methods", "datasets", "pyproject.toml", "constraints.txt", "tox.ini")
-PACKAGES = ("vaebench", "torch", "numpy", "scipy", "pandas", "zuko")
+PACKAGES = ("vaebench", "torch", "numpy", "scipy", "pandas", "zuko", "pyro-ppl", "arviz")
 #: keys every record has; a JSON file without them is not a record
 REQUIRED = frozenset({"cell_id", "status", "config"})
 #: keys every record's config has (the table's rows are made of them)
