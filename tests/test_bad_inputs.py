@@ -377,8 +377,12 @@ def test_methods_lists_a_plugins_methods_and_their_options(tmp_path):
         return out.stdout
 
     listed = methods("--plugins", "my_methods", cwd=tmp_path)
-    assert "my-vae     One line that vaebench methods shows.  (plugin my_methods)" in listed
-    assert "vae        " in listed and "(plugin" not in listed.replace("(plugin my_methods)", "")
+    lines = listed.split("\n\n")[0].splitlines()
+    assert re.search(r"^my-vae +One line that vaebench methods shows\.  \(plugin my_methods\)$", listed, re.M)
+    assert any(line.startswith("vae ") for line in lines) and "(plugin" not in listed.replace("(plugin my_methods)", "")
+    # one column for the descriptions, two spaces after the longest name
+    width = max(len(line.split()[0]) for line in lines)
+    assert {len(line) - len(line[width:].lstrip()) for line in lines} == {width + 2}
     options = methods("my-vae", "--study", str(tmp_path / "my-study.toml"), cwd=Path("/"))
     assert options.startswith("my-vae: One line") and "beta (float, default 1.0)" in options
 
