@@ -12,7 +12,56 @@ from torch.optim.adam import adam as adam_functional
 OPTIMIZERS = ("adam", "burda-adam", "adam-normgrad")
 
 
-class BurdaAdam(torch.optim.Optimizer):
+class _FusedAdamVariant(torch.optim.Optimizer):
+    """What the Adam variants below share: their settings, a Python step count per group (no
+    device read), and torch's fused Adam kernel (foreach where fusing is unsupported) with ε
+    scaled by 1/sqrt(1 − β2^t), which puts ε after the square root. A subclass says what the
+    kernel gets in ``_update``."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float,
+                 betas: tuple[float, float], eps: float) -> None:
+        if lr <= 0 or eps <= 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"invalid {type(self).__name__} settings: lr={lr}, betas={betas}, eps={eps}")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "step": 0})
+        for group in self.param_groups:
+            group["fused"] = all(p.device.type in ("cpu", "cuda") for p in group["params"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            group["step"] += 1  # a Python count beside the kernel's tensors: no device read
+            self._update(group, params, group["step"])
+        return loss
+
+    def _update(self, group: dict[str, Any], params: list[torch.nn.Parameter], t: int) -> None:
+        raise NotImplementedError
+
+    def _new_state(self, group: dict[str, Any], p: torch.nn.Parameter, *, step: float, second_moment: float) -> None:
+        self.state[p].update(
+            step=torch.full((), step, dtype=torch.float32, device=p.device if group["fused"] else "cpu"),
+            exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
+            exp_avg_sq=torch.full_like(p, second_moment, memory_format=torch.preserve_format))
+
+    def _adam(self, group: dict[str, Any], params: list[torch.nn.Parameter], grads: list[torch.Tensor],
+              t: int) -> None:
+        states = [self.state[p] for p in params]
+        beta1, beta2 = group["betas"]
+        adam_functional(
+            params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+            [s["step"] for s in states], fused=group["fused"], foreach=None if group["fused"] else True,
+            amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+            eps=group["eps"] / math.sqrt(1 - beta2 ** t), maximize=False,
+        )
+
+
+class BurdaAdam(_FusedAdamVariant):
     """Adam as in Burda, Grosse & Salakhutdinov's IWAE code (``yburda/iwae``, ``optimizers.py``).
 
     It differs from Kingma & Ba's Adam (and torch's) in four ways, all kept because that
@@ -44,51 +93,24 @@ class BurdaAdam(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.99, 0.999), eps: float = 1e-4) -> None:
-        if lr <= 0 or eps <= 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"invalid BurdaAdam settings: lr={lr}, betas={betas}, eps={eps}")
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "step": 0})
-        for group in self.param_groups:
-            group["fused"] = all(p.device.type in ("cpu", "cuda") for p in group["params"])
+        super().__init__(params, lr, betas, eps)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            group["step"] += 1  # a Python count beside the kernel's tensors: no device read
-            t = group["step"]
-            if t == 1:  # m = 0: the parameters stay; the moments wait for this gradient
-                for p in params:
-                    self.state[p].update(
-                        step=torch.ones((), dtype=torch.float32, device=p.device if group["fused"] else "cpu"),
-                        exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
-                        exp_avg_sq=torch.ones_like(p, memory_format=torch.preserve_format))
-            else:
-                states = [self.state[p] for p in params]
-                beta1, beta2 = group["betas"]
-                adam_functional(
-                    params, [s["delayed_grad"] for s in states], [s["exp_avg"] for s in states],
-                    [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states],
-                    fused=group["fused"], foreach=None if group["fused"] else True,
-                    amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
-                    eps=group["eps"] / math.sqrt(1 - beta2 ** t), maximize=False,
-                )
+    def _update(self, group: dict[str, Any], params: list[torch.nn.Parameter], t: int) -> None:
+        if t == 1:  # m = 0: the parameters stay; the moments wait for this gradient
             for p in params:
-                self.state[p]["delayed_grad"] = p.grad
-                p.grad = None
-        return loss
+                self._new_state(group, p, step=1.0, second_moment=1.0)
+        else:
+            self._adam(group, params, [self.state[p]["delayed_grad"] for p in params], t)
+        for p in params:
+            self.state[p]["delayed_grad"] = p.grad
+            p.grad = None
 
 
 #: added to each gradient's norm before dividing by it (``AdamNormGrad``'s 1e-7)
 NORM_FLOOR = 1e-7
 
 
-class AdamNormGrad(torch.optim.Optimizer):
+class AdamNormGrad(_FusedAdamVariant):
     """Adam on normalised gradients, as ``AdamNormGrad`` in the VampPrior authors' code
     (jmtomczak/vae_vampprior, ``utils/optimizer.py``), with which ``experiment.py`` trains.
 
@@ -107,42 +129,15 @@ class AdamNormGrad(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        if lr <= 0 or eps <= 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"invalid AdamNormGrad settings: lr={lr}, betas={betas}, eps={eps}")
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "step": 0})
-        for group in self.param_groups:
-            group["fused"] = all(p.device.type in ("cpu", "cuda") for p in group["params"])
+        super().__init__(params, lr, betas, eps)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            group["step"] += 1  # a Python count beside the kernel's tensors: no device read
-            t = group["step"]
-            for p in params:
-                if not self.state[p]:
-                    self.state[p].update(
-                        step=torch.zeros((), dtype=torch.float32, device=p.device if group["fused"] else "cpu"),
-                        exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
-                        exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
-            grads = [p.grad for p in params]
-            norms = torch._foreach_add(torch._foreach_norm(grads), NORM_FLOOR)
-            grads = torch._foreach_div(grads, norms)
-            states = [self.state[p] for p in params]
-            beta1, beta2 = group["betas"]
-            adam_functional(
-                params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
-                [s["step"] for s in states], fused=group["fused"], foreach=None if group["fused"] else True,
-                amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
-                eps=group["eps"] / math.sqrt(1 - beta2 ** t), maximize=False,
-            )
-        return loss
+    def _update(self, group: dict[str, Any], params: list[torch.nn.Parameter], t: int) -> None:
+        for p in params:
+            if not self.state[p]:
+                self._new_state(group, p, step=0.0, second_moment=0.0)
+        grads = [p.grad for p in params]
+        norms = torch._foreach_add(torch._foreach_norm(grads), NORM_FLOOR)
+        self._adam(group, params, torch._foreach_div(grads, norms), t)
 
 
 def make_optimizer(name: str, params: list[torch.nn.Parameter], *, lr: float,
