@@ -125,15 +125,20 @@ class _AdamRule(_Rule):
             p.sub_(step_size * s["exp_avg"] / (s["exp_avg_sq"].sqrt() * bias2_root + eps))
 
 
-class _BurdaAdamRule(_Rule):
-    """:class:`~vaebench.optim.BurdaAdam`: the moments take the previous step's gradient, then
-    ``p −= lr · sqrt(1 − β2^t) / (1 − β1^t) · m / (sqrt(v) + ε)``, then this step's gradient is kept."""
+class _GroupCountRule(_Rule):
+    """A rule for the optimizers of vaebench.optim, which count steps in their group (their
+    state_dict saves it): the step size lr · sqrt(1 − β2^t) / (1 − β1^t) from that count."""
 
     def scalars(self) -> list[torch.Tensor]:
-        self.group["step"] += 1  # BurdaAdam's own count, which its state_dict saves
+        self.group["step"] += 1
         t = self.group["step"]
         beta1, beta2 = self.group["betas"]
         return [torch.tensor(self.group["lr"] * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t))]
+
+
+class _BurdaAdamRule(_GroupCountRule):
+    """:class:`~vaebench.optim.BurdaAdam`: the moments take the previous step's gradient, then
+    ``p −= lr · sqrt(1 − β2^t) / (1 − β1^t) · m / (sqrt(v) + ε)``, then this step's gradient is kept."""
 
     def tensors(self) -> list[dict[str, torch.Tensor]]:
         return [{k: s[k] for k in ("step", "exp_avg", "exp_avg_sq", "delayed_grad")} for s in self.states]
@@ -152,15 +157,9 @@ class _BurdaAdamRule(_Rule):
             lagged.copy_(g)
 
 
-class _AdamNormGradRule(_Rule):
+class _AdamNormGradRule(_GroupCountRule):
     """:class:`~vaebench.optim.AdamNormGrad`: each gradient divided by its norm plus 1e-7, the moments,
     then ``p −= lr · sqrt(1 − β2^t) / (1 − β1^t) · m / (sqrt(v) + ε)``."""
-
-    def scalars(self) -> list[torch.Tensor]:
-        self.group["step"] += 1  # AdamNormGrad's own count, which its state_dict saves
-        t = self.group["step"]
-        beta1, beta2 = self.group["betas"]
-        return [torch.tensor(self.group["lr"] * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t))]
 
     def tensors(self) -> list[dict[str, torch.Tensor]]:
         return [{k: s[k] for k in ("step", "exp_avg", "exp_avg_sq")} for s in self.states]
