@@ -137,7 +137,8 @@ def run_cell(run: RunConfig, results_dir: Path, *, device: str | None = "auto", 
                                "eval_parts": evaluation.seconds, "train_steps": result.steps,
                                "resumed_from_epoch": result.resumed_from_epoch})
     except Exception as exc:  # noqa: BLE001 - one cell's failure must not stop the study
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                      traceback=portable_traceback(traceback.format_exc()))
         record.setdefault("provenance", _provenance(dev))
     record["provenance"]["finished_at"] = now()
     record["wall_seconds"] = time.perf_counter() - tic
@@ -259,6 +260,13 @@ def typed_path(path: str | Path) -> str:
                     return shlex.quote(rest)
                 return prefix if rest == "." else f"{prefix}/{shlex.quote(rest)}"
     return shlex.quote(text)
+
+
+def portable_traceback(text: str) -> str:
+    """A traceback naming no folder of this machine: the package's files from its parent folder
+    (``bench/runner.py`` in a checkout), others inside the home folder from ``~``."""
+    package_parent = str(Path(__file__).resolve().parent.parent) + os.sep
+    return text.replace(package_parent, "").replace(str(Path.home()) + os.sep, "~" + os.sep)
 
 
 def command_line(study: str | Path, out: str | Path | None = None) -> str:

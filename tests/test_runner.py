@@ -252,6 +252,22 @@ def test_a_record_that_cannot_be_written_fails_its_cell_only(tmp_path, monkeypat
     assert again[0]["status"] == "ok" and again[0]["timings"]["resumed_from_epoch"] == 1
 
 
+def test_a_failed_cells_traceback_names_no_folder_of_this_machine(tmp_path, monkeypatch):
+    import vaebench.runner as runner
+
+    study = load_study(write_study(tmp_path))
+
+    def broken_estimator(*args, **kwargs):
+        raise RuntimeError("the estimator broke")
+
+    monkeypatch.setattr(runner, "evaluate", broken_estimator)
+    (record,) = run_study(study, tmp_path / "out", progress=False, echo=lambda s: None)
+    assert record["status"] == "failed" and "the estimator broke" in record["error"]
+    package = Path(runner.__file__).resolve().parent
+    assert f"{package.name}/runner.py" in record["traceback"]
+    assert str(package) not in record["traceback"] and str(Path.home()) not in record["traceback"]
+
+
 def test_a_corrupt_checkpoint_is_set_aside_not_blocking(tmp_path):
     study = load_study(write_study(tmp_path))
     out = tmp_path / "out"
