@@ -135,6 +135,16 @@ class _GroupCountRule(_Rule):
         beta1, beta2 = self.group["betas"]
         return [torch.tensor(self.group["lr"] * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t))]
 
+    def moments_and_step(self, p: torch.Tensor, g: torch.Tensor, s: dict[str, torch.Tensor],
+                         step_size: torch.Tensor) -> None:
+        """Their shared update from gradient ``g``: the count, the moments, then
+        ``p −= step_size · m / (sqrt(v) + ε)`` (ε after the uncorrected square root)."""
+        beta1, beta2 = self.group["betas"]
+        s["step"].add_(1)
+        s["exp_avg"].lerp_(g, 1 - beta1)
+        s["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        p.sub_(step_size * s["exp_avg"] / (s["exp_avg_sq"].sqrt() + self.group["eps"]))
+
 
 class _BurdaAdamRule(_GroupCountRule):
     """:class:`~vaebench.optim.BurdaAdam`: the moments take the previous step's gradient, then
@@ -146,15 +156,9 @@ class _BurdaAdamRule(_GroupCountRule):
     def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, torch.Tensor]],
               scalars: list[torch.Tensor]) -> None:
         (step_size,) = scalars
-        beta1, beta2 = self.group["betas"]
-        eps = self.group["eps"]
         for p, g, s in zip(params, grads, states):
-            lagged = s["delayed_grad"]
-            s["step"].add_(1)
-            s["exp_avg"].lerp_(lagged, 1 - beta1)
-            s["exp_avg_sq"].mul_(beta2).addcmul_(lagged, lagged, value=1 - beta2)
-            p.sub_(step_size * s["exp_avg"] / (s["exp_avg_sq"].sqrt() + eps))
-            lagged.copy_(g)
+            self.moments_and_step(p, s["delayed_grad"], s, step_size)
+            s["delayed_grad"].copy_(g)
 
 
 class _AdamNormGradRule(_GroupCountRule):
@@ -167,14 +171,8 @@ class _AdamNormGradRule(_GroupCountRule):
     def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, torch.Tensor]],
               scalars: list[torch.Tensor]) -> None:
         (step_size,) = scalars
-        beta1, beta2 = self.group["betas"]
-        eps = self.group["eps"]
         for p, g, s in zip(params, grads, states):
-            g = g / (torch.linalg.vector_norm(g) + NORM_FLOOR)
-            s["step"].add_(1)
-            s["exp_avg"].lerp_(g, 1 - beta1)
-            s["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            p.sub_(step_size * s["exp_avg"] / (s["exp_avg_sq"].sqrt() + eps))
+            self.moments_and_step(p, g / (torch.linalg.vector_norm(g) + NORM_FLOOR), s, step_size)
 
 
 #: the optimizers whose update :class:`CompiledStep` restates, by exact class
