@@ -171,11 +171,13 @@ def test_mean_field_recovers_a_gaussian_target() -> None:
 
 
 def test_unknown_or_non_positive_options_are_refused_in_one_line() -> None:
-    with pytest.raises(ConfigError, match="avb: unknown option 'iters'") as caught:
+    with pytest.raises(ConfigError, match="avb: unknown key 'iters'") as caught:
         FITTERS["avb"](TORUS, {"iters": 3})
     assert "\n" not in str(caught.value)
     with pytest.raises(ConfigError, match="flow: iterations must be positive"):
         FITTERS["flow"](TORUS, {"iterations": 0})
+    with pytest.raises(ConfigError, match="meanfield.iterations: expected an integer"):
+        FITTERS["meanfield"](TORUS, {"iterations": "many"})
 
 
 def test_the_preset_loads_and_its_options_are_valid() -> None:

@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
+from vaebench.config import from_dict
 from vaebench.errors import ConfigError
 
 from ..targets import Target
@@ -51,13 +52,9 @@ C = TypeVar("C")
 
 
 def read_settings(cls: type[C], options: Mapping[str, Any], method: str) -> C:
-    """``cls(**options)``, or a one-line :class:`ConfigError` naming an unknown option and the known ones."""
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"{method}: unknown option {', '.join(map(repr, unknown))}; its options are "
-                          f"{', '.join(sorted(known))}")
-    settings = cls(**options)
+    """``cls`` from a study's options for ``method`` (the suite's config parser: unknown keys and wrong
+    types refused in one line), every number of it positive."""
+    settings = from_dict(cls, options, where=method)
     for f in dataclasses.fields(settings):  # type: ignore[arg-type]
         value = getattr(settings, f.name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
