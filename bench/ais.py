@@ -467,6 +467,37 @@ def pilot(model: LatentVariableModel, x: torch.Tensor, *, n_steps: int, leapfrog
     return steps, result.evaluations
 
 
+def refined_draws(model: LatentVariableModel, x: torch.Tensor, z0: torch.Tensor, *, n_transitions: int,
+                  leapfrog_steps: int = 10, seed: int | None = None, progress: bool = False) -> torch.Tensor:
+    """Draws near the model's true posterior p(z|x): chains from ``z0`` (chains, B, Dz) moved by
+    ``n_transitions`` HMC transitions at β = 1, the states of the second half returned, stacked
+    ((chains · ⌈n/2⌉), B, Dz).
+
+    For fitting an AIS start when the draws ``z0`` of q(z|x) are narrower than or away from
+    p(z|x) (an implicit posterior, a deterministic encoder). The step size (one per example,
+    shared by its chains) adapts toward ``TARGET_ACCEPTANCE`` throughout: these draws only build a
+    start density, and AIS is unbiased from any start fixed before its own chains run, so the
+    adaptation need not leave p(z|x) exactly invariant.
+    """
+    if n_transitions < 1:
+        raise ValueError(f"refining posterior draws needs at least one transition, got {n_transitions}")
+    batch = z0.shape[1]
+    prior = _PriorStart(model.prior, batch)  # at β = 1 the start's density cancels: the prior's is free
+    kept: list[torch.Tensor] = []
+    with _seeded(seed, x.device), _frozen(model), torch.no_grad():
+        evaluate = _evaluator(model, x, prior)
+        state = evaluate(z0)
+        step = torch.full((1, batch), INITIAL_STEP_SIZE, dtype=z0.dtype, device=z0.device)
+        for t in tqdm(range(n_transitions), desc="refine posterior draws", disable=None if progress else True,
+                      leave=False):
+            state, _, prob = _hmc(state, 1.0, step, leapfrog_steps, evaluate)
+            step = (step * torch.exp(PILOT_ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))
+                    ).clamp(*STEP_SIZE_RANGE)
+            if 2 * t >= n_transitions - 1:
+                kept.append(state.z)
+    return torch.cat(kept)
+
+
 def default_pilot_steps(n_steps: int) -> int:
     """The pilot's temperatures for a run of ``n_steps``: a fifth, at least ``MIN_PILOT_STEPS``."""
     return max(MIN_PILOT_STEPS, round(PILOT_FRACTION * n_steps))

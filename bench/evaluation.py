@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .active_units import ActiveUnits, exact_posterior_mean, from_means, latent_layers
-from .ais import Density, GapSearch, Gaussian, ais_log_likelihood, bdmc, bdmc_gap_search
+from .ais import Density, GapSearch, Gaussian, ais_log_likelihood, bdmc, bdmc_gap_search, refined_draws
 from .columns import Column
 from .config import NEW_OPTION, require
 from .metrics import gaussian_moments, importance_sampled_log_likelihood, mean_and_sem, posterior_pass
@@ -73,7 +73,12 @@ class EvalConfig:
     (None: ``ais_steps``), ``ais_chains`` chains per image, ``ais_leapfrog`` leapfrog steps per
     HMC transition, ``ais_schedule`` (``sigmoid`` or ``linear``); step sizes are tuned by a
     pilot run of ``ais_pilot_steps`` temperatures (None: a fifth of the run's, at least 10)
-    with ``ais_pilot_chains`` chains, then frozen. ``bdmc_examples``: pairs simulated from the model for the BDMC
+    with ``ais_pilot_chains`` chains, then frozen. ``ais_refine_steps`` (with ``ais_initial =
+    "posterior"``): before the Gaussian is fitted, ``ais_chains`` of each image's posterior draws
+    move by that many HMC transitions on the model's true posterior p(z|x)
+    (:func:`vaebench.ais.refined_draws`), and the Gaussian is fitted to the second half of their
+    states; this gives every method, implicit posteriors and deterministic encoders included,
+    the same kind of start, near p(z|x) whatever q(z|x) is. ``bdmc_examples``: pairs simulated from the model for the BDMC
     gap at the same settings (0 skips it).
 
     ``active_units``: also count the active units (:mod:`vaebench.active_units`) over the same
@@ -108,6 +113,7 @@ class EvalConfig:
     active_units: bool = field(default=False, metadata=NEW_OPTION)
     bdmc_gap_target: float | None = field(default=None, metadata=NEW_OPTION)
     ais_max_steps: int | None = field(default=None, metadata=NEW_OPTION)
+    ais_refine_steps: int = field(default=0, metadata=NEW_OPTION)
 
     def __post_init__(self) -> None:
         require(self.examples is None or self.examples > 0, f"examples must be positive, got {self.examples}")
@@ -120,6 +126,10 @@ class EvalConfig:
                 f"ais_prior_steps must be positive, got {self.ais_prior_steps}")
         require(self.ais_pilot_steps is None or self.ais_pilot_steps > 0,
                 f"ais_pilot_steps must be positive, got {self.ais_pilot_steps}")
+        require(self.ais_refine_steps >= 0, f"ais_refine_steps must be non-negative, got {self.ais_refine_steps}")
+        require(not self.ais_refine_steps or self.ais_initial == "posterior",
+                f"ais_refine_steps refines the posterior's draws that AIS starts from: set ais_initial = "
+                f"\"posterior\" too, got {self.ais_initial!r}")
         self._check_gap_target()
 
     def _check_gap_target(self) -> None:
@@ -184,10 +194,23 @@ def fitted_gaussian(mean: torch.Tensor, cov: torch.Tensor, dtype: torch.dtype = 
     return Gaussian(mean.to(dtype), cov)
 
 
-def _posterior_start(model: LatentVariableModel, x: torch.Tensor, n_samples: int) -> Gaussian:
-    """The Gaussian fitted to ``n_samples`` posterior draws of each image of ``x``."""
+def posterior_start(model: LatentVariableModel, x: torch.Tensor, config: EvalConfig) -> Gaussian:
+    """The Gaussian fitted to each image's posterior draws, refined on p(z|x) where ``config`` says so."""
+    if config.ais_refine_steps:
+        return _refined_start(model, x, config)
     with torch.no_grad():
-        return fitted_gaussian(*gaussian_moments(model.posterior(x, n_samples).z), dtype=x.dtype)
+        return fitted_gaussian(*gaussian_moments(model.posterior(x, config.posterior_samples).z), dtype=x.dtype)
+
+
+def _refined_start(model: LatentVariableModel, x: torch.Tensor, config: EvalConfig,
+                   progress: bool = False) -> Gaussian:
+    """The Gaussian fitted to ``ais_chains`` posterior draws per image after ``ais_refine_steps`` HMC
+    transitions on p(z|x)."""
+    with torch.no_grad():
+        z0 = model.posterior(x, config.ais_chains).z
+    draws = refined_draws(model, x, z0, n_transitions=config.ais_refine_steps,
+                          leapfrog_steps=config.ais_leapfrog, progress=progress)
+    return fitted_gaussian(*gaussian_moments(draws), dtype=x.dtype)
 
 
 def _diagnostics(model: LatentVariableModel, columns: tuple[Column, ...], x: torch.Tensor
@@ -270,7 +293,12 @@ def evaluate(method: LatentVariableModel, test: torch.Tensor, config: EvalConfig
             timed("quadrature", t)
         if config.ais_steps:
             t = time.perf_counter()
-            start = fitted_gaussian(result.mean, result.cov, chunk.dtype) if from_posterior else None
+            if not from_posterior:
+                start = None
+            elif config.ais_refine_steps:
+                start = _refined_start(method, chunk, config, progress)
+            else:
+                start = fitted_gaussian(result.mean, result.cov, chunk.dtype)
             ais = ais_log_likelihood(method, chunk, initial=start, **settings, progress=progress)
             for name, value in (("log_likelihood_ais", ais.log_likelihood), ("ais_ess", ais.ess),
                                 ("ais_acceptance", ais.acceptance_rate), ("ais_step_size", ais.step_size)):
@@ -338,7 +366,7 @@ def _initial_fn(method: LatentVariableModel, config: EvalConfig, from_posterior:
     """The BDMC start for simulated images: the posterior draws' Gaussian, or None (the prior)."""
     if not from_posterior:
         return None
-    return lambda x: _posterior_start(method, x, config.posterior_samples)
+    return lambda x: posterior_start(method, x, config)
 
 
 def _bdmc_columns(lower: torch.Tensor, upper: torch.Tensor) -> dict[str, float]:
@@ -373,4 +401,4 @@ def _gap_search(method: LatentVariableModel, config: EvalConfig, from_posterior:
                            **_ais_settings(config, from_posterior))
 
 
-__all__ = ["EvalConfig", "Evaluation", "evaluate", "fitted_gaussian"]
+__all__ = ["EvalConfig", "Evaluation", "evaluate", "fitted_gaussian", "posterior_start"]

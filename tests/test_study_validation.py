@@ -167,7 +167,7 @@ def test_options_added_later_leave_the_training_identity_alone_at_their_default(
 
 
 def test_evaluation_options_added_later_leave_every_committed_record_current():
-    """A gap target changes a cell's evaluation (its eval_id), never its training (its cell id); absent,
+    """A gap target or a refined AIS start changes a cell's evaluation (its eval_id), never its training (its cell id); absent,
     the cells of every committed preset's records keep their cell, evaluation and protocol ids."""
     from vaebench.study import parse_study
 
@@ -180,6 +180,8 @@ def test_evaluation_options_added_later_leave_every_committed_record_current():
     plain = ids({})
     targeted = ids({"bdmc_gap_target": 0.1, "ais_max_steps": 40})
     assert targeted[0] == plain[0] and targeted[1] != plain[1]
+    refined = ids({"ais_initial": "posterior", "ais_refine_steps": 100})
+    assert refined[0] == plain[0] and refined[1] not in (plain[1], ids({"ais_initial": "posterior"})[1])
     for path in sorted((Path(__file__).resolve().parents[1] / "results").glob("*/study.json")):
         committed = {(c["cell_id"], c["eval_id"], c["protocol_id"]) for c in json.loads(path.read_text())["cells"]}
         # a preset may have gained cells since its results were committed; none of those records turns stale

@@ -28,7 +28,7 @@ from vaebench.backbones import Architecture
 from vaebench.datasets import DataConfig, load_dataset
 from vaebench.device import resolve_device
 from vaebench.errors import run_command
-from vaebench.evaluation import _posterior_start
+from vaebench.evaluation import EvalConfig, posterior_start
 from vaebench.methods import create_method
 from vaebench.records import device_description
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, float | int | str]:
     # The machine may be shared: the matmul reference is measured right before and right after
     # the AIS run and averaged, so both see the same load on average.
     mm_before = layer_matmul_gflops(method.decoder.net, rows)
-    initial = _posterior_start(method, x, 512) if args.initial == "posterior" else None
+    initial = posterior_start(method, x, EvalConfig(is_samples=0, moment_samples=512)) if args.initial == "posterior" else None
     # Warm-up run (allocator, kernels), then the timed run.
     ais_log_likelihood(method, x, n_chains=args.chains, n_steps=3,
                        leapfrog_steps=args.leapfrog, initial=initial, pilot_steps=2, seed=0)

@@ -70,14 +70,8 @@ def _estimator_settings(evaluation: dict[str, Any]) -> dict[str, str]:
     if evaluation.get("full_test_is_samples"):
         out["log_likelihood_is_full"] = f" ({evaluation['full_test_is_samples']:,} samples per image)"
     if evaluation.get("ais_steps"):
-        prior = evaluation.get("ais_prior_steps") or evaluation["ais_steps"]
-        temperatures = f"{evaluation['ais_steps']} temperatures from the posterior's Gaussian, {prior} from the prior"
-        if evaluation.get("bdmc_gap_target") is not None:
-            temperatures = (f"temperatures doubled from {evaluation['ais_steps']} (from the posterior's Gaussian) or "
-                            f"{prior} (from the prior) up to {evaluation.get('ais_max_steps'):,} until the BDMC "
-                            f"gap was at most {evaluation['bdmc_gap_target']:g} nats: see AIS temperatures")
         out["log_likelihood_ais"] = (f" ({evaluation.get('ais_chains')} chains × {evaluation.get('ais_leapfrog')} "
-                                     f"leapfrog steps; {temperatures})")
+                                     f"leapfrog steps; {_ais_temperatures(evaluation)})")
     draws = max(evaluation.get(k) or 0 for k in ("is_samples", "elbo_samples", "moment_samples"))
     if draws:  # one set of draws per image serves the ELBO, reconstruction and the posterior's moments
         for key in ("elbo", "elbo_upper_bound", "recon_bernoulli_nll", "recon_mse", "recon_pixel_error"):
@@ -85,6 +79,28 @@ def _estimator_settings(evaluation: dict[str, Any]) -> dict[str, str]:
         if evaluation.get("active_units"):
             out["active_units"] = f" (where means are not exact: {draws:,} draws per image)"
     return out
+
+
+def _ais_temperatures(evaluation: dict[str, Any]) -> str:
+    """Where AIS starts and at how many temperatures, as the study's ``[eval]`` sets them."""
+    refine = evaluation.get("ais_refine_steps") or 0
+    initial = evaluation.get("ais_initial", "auto")
+    if initial == "posterior":
+        start = "from the Gaussian fitted to the posterior's draws" + (
+            f" after {refine} HMC transitions on p(z|x), for every method" if refine else ", for every method")
+        starts = f"{evaluation['ais_steps']} temperatures {start}"
+        first = f"{evaluation['ais_steps']} ({start})"
+    elif initial == "prior":
+        starts = f"{evaluation.get('ais_prior_steps') or evaluation['ais_steps']} temperatures from the prior"
+        first = f"{evaluation.get('ais_prior_steps') or evaluation['ais_steps']} (from the prior)"
+    else:
+        prior = evaluation.get("ais_prior_steps") or evaluation["ais_steps"]
+        starts = f"{evaluation['ais_steps']} temperatures from the posterior's Gaussian, {prior} from the prior"
+        first = f"{evaluation['ais_steps']} (from the posterior's Gaussian) or {prior} (from the prior)"
+    if evaluation.get("bdmc_gap_target") is None:
+        return starts
+    return (f"temperatures doubled from {first} up to {evaluation.get('ais_max_steps'):,} until the BDMC gap "
+            f"was at most {evaluation['bdmc_gap_target']:g} nats: see AIS temperatures")
 
 
 def _provenance_lines(records: list[dict[str, Any]]) -> list[str]:
