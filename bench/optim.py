@@ -9,8 +9,6 @@ from typing import Any
 import torch
 from torch.optim.adam import adam as adam_functional
 
-OPTIMIZERS = ("adam", "burda-adam", "adam-normgrad")
-
 
 class _FusedAdamVariant(torch.optim.Optimizer):
     """What the Adam variants below share: their settings, a Python step count per group (no
@@ -140,19 +138,25 @@ class AdamNormGrad(_FusedAdamVariant):
         self._adam(group, params, torch._foreach_div(grads, norms), t)
 
 
+def _torch_adam(params: list[torch.nn.Parameter], **settings: Any) -> torch.optim.Optimizer:
+    """torch's Adam, fused (one kernel for all parameters) on CPU and CUDA."""
+    device = params[0].device if params else torch.device("cpu")
+    fused = device.type in ("cuda", "cpu")
+    return torch.optim.Adam(params, fused=fused, foreach=None if fused else True, **settings)
+
+
+#: optimizer name → constructor (params, lr=, betas=[, eps=]): the names a method's ``optimizer`` accepts
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": _torch_adam,
+    "burda-adam": BurdaAdam,
+    "adam-normgrad": AdamNormGrad,
+}
+
+
 def make_optimizer(name: str, params: list[torch.nn.Parameter], *, lr: float,
                    betas: tuple[float, float], eps: float | None = None) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``params``; ``eps`` None keeps each optimizer's own default.
-
-    ``adam`` is torch's Adam, fused (one kernel for all parameters) on CPU and CUDA.
-    """
-    if name == "burda-adam":
-        return BurdaAdam(params, lr=lr, betas=betas, **({} if eps is None else {"eps": eps}))
-    if name == "adam-normgrad":
-        return AdamNormGrad(params, lr=lr, betas=betas, **({} if eps is None else {"eps": eps}))
-    if name == "adam":
-        device = params[0].device if params else torch.device("cpu")
-        fused = device.type in ("cuda", "cpu")
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused, foreach=None if fused else True,
-                                **({} if eps is None else {"eps": eps}))
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    """The optimizer ``name`` (a key of :data:`OPTIMIZERS`) over ``params``; ``eps`` None keeps each
+    optimizer's own default."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](params, lr=lr, betas=betas, **({} if eps is None else {"eps": eps}))
