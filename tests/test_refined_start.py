@@ -37,20 +37,21 @@ def test_refined_draws_have_the_exact_posteriors_moments(start):
     mean, cov = exact.posterior(x)
     sd = cov.diagonal().sqrt()
     torch.manual_seed(0)
-    z0 = model.posterior(x, 32).z
+    z0 = model.posterior(x, 64).z
     if start == "point":  # a deterministic encoder: every chain starts at one point per image
         z0 = z0[:1].expand_as(z0).contiguous()
     # before: the start is nowhere near p(z|x), so the checks below can fail
     m0, c0 = gaussian_moments(z0)
     assert ((m0 - mean) / sd).abs().min() > 3
-    draws = refined_draws(model, x, z0, n_transitions=100, leapfrog_steps=5, seed=1)
-    assert draws.shape == (32 * 50, len(x), 2)
+    draws = refined_draws(model, x, z0, n_transitions=200, leapfrog_steps=5, seed=1)
+    assert draws.shape == (64 * 100, len(x), 2)
     m, c = gaussian_moments(draws)
-    # over 10 seeds (narrow start) the largest mean error was 0.055 posterior sds, and the
-    # draws' sd was 0.82 to 1.26 times the exact one
-    assert ((m - mean) / sd).abs().max() < 0.2
+    # over 20 seeds, from either start, the largest mean error was 0.025 posterior sds and the
+    # draws' sd 0.82 to 1.16 times the exact one (at 32 chains and 100 transitions: 0.055, and
+    # 0.74 to 1.26)
+    assert ((m - mean) / sd).abs().max() < 0.15
     ratio = c.diagonal(dim1=-2, dim2=-1).sqrt() / sd
-    assert ((0.7 < ratio) & (ratio < 1.4)).all(), ratio
+    assert ((0.7 < ratio) & (ratio < 1.35)).all(), ratio
 
 
 def test_refined_draws_leave_the_callers_random_stream_and_the_models_parameters_alone():
