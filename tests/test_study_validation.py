@@ -329,3 +329,34 @@ def test_the_burda2016_2l_preset_plans_the_authors_two_layer_networks_and_passes
     # every check that runs before training, the models built and stepped once, the compiled step's needs met
     assert main(["run", "burda2016-2l", "--dry-run", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
 
+
+def test_the_rainforth2018_preset_plans_pythaes_protocol_and_passes_its_dry_run(tmp_path, capsys):
+    study = load_study("rainforth2018")
+    cells = study.cells()
+    assert [(c.label, c.method) for c in cells] == [
+        ("iwae-k64", "iwae"), ("vae-m64", "miwae"), ("miwae-m8-k8", "miwae"), ("piwae-m8-k8", "piwae"),
+        ("ciwae-b0p05", "ciwae"), ("ciwae-b0p5", "ciwae")]
+    configs = {c.label: c.resolved_config for c in cells}
+    assert configs["iwae-k64"].k == 64
+    # M·K = 64 draws per example in every row
+    assert [(configs[label].m, configs[label].k) for label in ("vae-m64", "miwae-m8-k8", "piwae-m8-k8")] == [
+        (64, 1), (8, 8), (8, 8)]
+    assert [(configs[label].k, configs[label].beta) for label in ("ciwae-b0p05", "ciwae-b0p5")] == [
+        (64, 0.05), (64, 0.5)]
+    for config in configs.values():  # pythae's Adam: lr 1e-3, ε 1e-4, torch's β
+        assert (config.optimizer, config.lr, config.eps, config.betas) == ("adam", 1e-3, 1e-4, (0.9, 0.999))
+    assert {c.latent_dim for c in cells} == {50} and study.architecture.hidden == (200, 200)
+    assert (study.architecture.activation, study.architecture.init) == ("tanh", "glorot")
+    # pythae's MultiStepLR(milestones=[2, 5, 14, 28, 41, 122, 365, 1094], gamma=10^(-1/7)), stepped per epoch
+    milestones = [2, 5, 14, 28, 41, 122, 365, 1094]
+    gamma = 10 ** (-1 / 7)
+    from vaebench.schedules import lr_scale
+
+    assert study.train.epochs == 3280 and study.train.batch_size == 20 and study.train.shuffle
+    for epoch in range(1, 3281):  # 1-based here, pythae's epoch index is epoch − 1
+        expected = gamma ** sum(m <= epoch - 1 for m in milestones)
+        assert lr_scale(study.train.lr_stages, epoch) == pytest.approx(expected, rel=1e-12), epoch
+    assert study.data.grey_levels == "max-to-one" and study.data.train_binarization == "dynamic"
+    assert study.eval.full_test_is_samples == 5000
+    assert study.published.values == {"miwae-m8-k8": -84.97, "piwae-m8-k8": -84.46, "ciwae-b0p05": -84.57}
+    assert main(["run", "rainforth2018", "--dry-run", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
