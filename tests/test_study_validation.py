@@ -297,3 +297,66 @@ def test_the_tomczak2018_preset_plans_the_authors_protocol_and_passes_its_dry_ru
     assert study.eval.full_test_is_samples == 5000 and study.data.grey_levels == "max-to-one"
     # every check that runs before training, the models built and stepped once
     assert main(["run", "tomczak2018", "--dry-run", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+
+
+def _parameters(cell) -> int:
+    from vaebench.methods import create_method
+
+    method = create_method(cell.method, cell.resolved_config, data_shape=(1, 28, 28), latent_dim=cell.latent_dim,
+                           architecture=cell.architecture)
+    return sum(p.numel() for p in method.parameters())
+
+
+def test_the_burda2016_2l_preset_plans_the_authors_two_layer_networks_and_passes_its_dry_run(tmp_path, capsys):
+    study, one_layer = load_study("burda2016-2l"), load_study("burda2016")
+    cells = study.cells()
+    assert [c.label for c in cells] == ["vae-2l", "iwae-2l-k5", "iwae-2l-k50"]
+    assert [c.method for c in cells] == ["vae-2l", "iwae-2l", "iwae-2l"]
+    assert {c.latent_dim for c in cells} == {100}  # z1; z2 is top_latent_dim
+    for cell in cells:
+        config = cell.resolved_config
+        assert (config.top_latent_dim, config.top_hidden, config.scale, config.optimizer, config.betas) == (
+            50, (100, 100), "exp", "burda-adam", (0.99, 0.999))
+        # yburda/iwae experiments.py --layers 2: 784-200-200-100 and 100-100-100-50 tanh chains, each Gaussian
+        # layer with a mean and a σ head, the decoder 50-100-100-100 and 100-200-200-784: 521,084 parameters
+        assert _parameters(cell) == 521_084
+    assert [c.resolved_config.k for c in cells[1:]] == [5, 50]
+    # everything but the networks is the one-layer preset's protocol
+    assert (study.train, study.data, study.eval) == (one_layer.train, one_layer.data, one_layer.eval)
+    assert study.architecture == one_layer.architecture
+    assert study.published.values == {"vae-2l": -85.33, "iwae-2l-k5": -83.89, "iwae-2l-k50": -82.90}
+    assert study.published.metric == "log_likelihood_is_full"
+    # every check that runs before training, the models built and stepped once, the compiled step's needs met
+    assert main(["run", "burda2016-2l", "--dry-run", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+
+
+def test_the_rainforth2018_preset_plans_pythaes_protocol_and_passes_its_dry_run(tmp_path, capsys):
+    study = load_study("rainforth2018")
+    cells = study.cells()
+    assert [(c.label, c.method) for c in cells] == [
+        ("iwae-k64", "iwae"), ("vae-m64", "miwae"), ("miwae-m8-k8", "miwae"), ("piwae-m8-k8", "piwae"),
+        ("ciwae-b0p05", "ciwae"), ("ciwae-b0p5", "ciwae")]
+    configs = {c.label: c.resolved_config for c in cells}
+    assert configs["iwae-k64"].k == 64
+    # M·K = 64 draws per example in every row
+    assert [(configs[label].m, configs[label].k) for label in ("vae-m64", "miwae-m8-k8", "piwae-m8-k8")] == [
+        (64, 1), (8, 8), (8, 8)]
+    assert [(configs[label].k, configs[label].beta) for label in ("ciwae-b0p05", "ciwae-b0p5")] == [
+        (64, 0.05), (64, 0.5)]
+    for config in configs.values():  # pythae's Adam: lr 1e-3, ε 1e-4, torch's β
+        assert (config.optimizer, config.lr, config.eps, config.betas) == ("adam", 1e-3, 1e-4, (0.9, 0.999))
+    assert {c.latent_dim for c in cells} == {50} and study.architecture.hidden == (200, 200)
+    assert (study.architecture.activation, study.architecture.init) == ("tanh", "glorot")
+    # pythae's MultiStepLR(milestones=[2, 5, 14, 28, 41, 122, 365, 1094], gamma=10^(-1/7)), stepped per epoch
+    milestones = [2, 5, 14, 28, 41, 122, 365, 1094]
+    gamma = 10 ** (-1 / 7)
+    from vaebench.schedules import lr_scale
+
+    assert study.train.epochs == 3280 and study.train.batch_size == 20 and study.train.shuffle
+    for epoch in range(1, 3281):  # 1-based here, pythae's epoch index is epoch − 1
+        expected = gamma ** sum(m <= epoch - 1 for m in milestones)
+        assert lr_scale(study.train.lr_stages, epoch) == pytest.approx(expected, rel=1e-12), epoch
+    assert study.data.grey_levels == "max-to-one" and study.data.train_binarization == "dynamic"
+    assert study.eval.full_test_is_samples == 5000
+    assert study.published.values == {"miwae-m8-k8": -84.97, "piwae-m8-k8": -84.46, "ciwae-b0p05": -84.57}
+    assert main(["run", "rainforth2018", "--dry-run", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
