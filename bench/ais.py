@@ -376,6 +376,13 @@ def _hmc(state: _State, beta: float, step: torch.Tensor, leapfrog_steps: int,
     return new.where(accept, state), accept, log_ratio.clamp(max=0).exp()
 
 
+def _adapt(step: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+    """The step size per example (1, B) moved toward ``TARGET_ACCEPTANCE`` by the chains' mean
+    acceptance probability ``prob`` (chains, B)."""
+    return (step * torch.exp(PILOT_ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))
+            ).clamp(*STEP_SIZE_RANGE)
+
+
 def _anneal(model: LatentVariableModel, x: torch.Tensor, z0: torch.Tensor, betas: torch.Tensor, initial: Density,
             leapfrog_steps: int, step_sizes: StepSizes | None, progress: bool, description: str
             ) -> tuple[AISResult, StepSizes]:
@@ -404,8 +411,7 @@ def _anneal(model: LatentVariableModel, x: torch.Tensor, z0: torch.Tensor, betas
         adapted = torch.full((max(n_transitions, 1), batch), INITIAL_STEP_SIZE, dtype=z0.dtype, device=z0.device)
         for _ in range(PILOT_WARMUP if n_transitions else 0):
             state, _, prob = _hmc(state, betas_list[1], step, leapfrog_steps, evaluate)
-            step = (step * torch.exp(PILOT_ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))
-                    ).clamp(*STEP_SIZE_RANGE)
+            step = _adapt(step, prob)
     accepted = torch.zeros(batch, dtype=torch.float64, device=z0.device)
     for t in tqdm(range(1, len(betas_list)), desc=description, disable=None if progress else True, leave=False):
         log_w += (betas_list[t] - betas_list[t - 1]) * state.h().double()
@@ -415,8 +421,7 @@ def _anneal(model: LatentVariableModel, x: torch.Tensor, z0: torch.Tensor, betas
         state, acc, prob = _hmc(state, betas_list[t], current, leapfrog_steps, evaluate)
         accepted += acc.double().mean(0)
         if pilot:
-            step = (step * torch.exp(PILOT_ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))
-                    ).clamp(*STEP_SIZE_RANGE)
+            step = _adapt(step, prob)
             adapted[t - 1] = step[0]
     if pilot:
         order = transition_betas.argsort() if n_transitions else torch.zeros(1, dtype=torch.long)
@@ -491,8 +496,7 @@ def refined_draws(model: LatentVariableModel, x: torch.Tensor, z0: torch.Tensor,
         for t in tqdm(range(n_transitions), desc="refine posterior draws", disable=None if progress else True,
                       leave=False):
             state, _, prob = _hmc(state, 1.0, step, leapfrog_steps, evaluate)
-            step = (step * torch.exp(PILOT_ADAPT_RATE * (prob.mean(0, keepdim=True) - TARGET_ACCEPTANCE))
-                    ).clamp(*STEP_SIZE_RANGE)
+            step = _adapt(step, prob)
             if 2 * t >= n_transitions - 1:
                 kept.append(state.z)
     return torch.cat(kept)
