@@ -561,25 +561,48 @@ def reverse_ais_log_likelihood(model: LatentVariableModel, x: torch.Tensor, z: t
     return result
 
 
+@dataclass
+class SimulatedPairs:
+    """Pairs z ~ p(z), x ~ p(x|z) for BDMC, with the AIS start built for x (None: the prior)."""
+
+    z: torch.Tensor
+    x: torch.Tensor
+    initial: Density | None
+
+
+def simulate_pairs(model: LatentVariableModel, n_examples: int, *,
+                   initial_fn: Callable[[torch.Tensor], Density] | None = None,
+                   seed: int | None = None) -> SimulatedPairs:
+    """``n_examples`` pairs drawn from the model on its prior's device, and ``initial_fn(x)``
+    where given, all under ``seed``."""
+    with _seeded(seed, _device(model)), torch.no_grad():
+        z = model.prior.sample(n_examples)
+        x = model.likelihood.sample(z)
+        initial = initial_fn(x) if initial_fn else None
+    return SimulatedPairs(z=z, x=x, initial=initial)
+
+
 def bdmc(model: LatentVariableModel, n_examples: int, *, n_chains: int = 16, n_steps: int = 500,
          leapfrog_steps: int = 10, schedule: Schedule = "sigmoid",
          initial_fn: Callable[[torch.Tensor], Density] | None = None,
          pilot_steps: int | None = None, pilot_chains: int = PILOT_CHAINS,
-         seed: int | None = None, progress: bool = False) -> BDMCResult:
+         seed: int | None = None, progress: bool = False,
+         pairs: SimulatedPairs | None = None) -> BDMCResult:
     """Bidirectional Monte Carlo on ``n_examples`` pairs simulated from the model: z ~ p(z), x ~ p(x|z).
 
     A pilot run on x tunes the step sizes; forward AIS on x (lower bound) and reverse AIS
     from the true z (upper bound) then run with them frozen and otherwise the same settings.
     ``initial_fn(x)`` builds a per-example initial density where wanted. The pairs are drawn
-    on the prior's device.
+    on the prior's device under ``seed`` (:func:`simulate_pairs`); the rest runs under
+    ``seed + 1``. ``pairs``: ones :func:`simulate_pairs` already drew (with this ``seed`` and
+    ``initial_fn``), so that several schedules share them without rebuilding their starts.
     """
-    device = _device(model)
-    with _seeded(seed, device), torch.no_grad():
-        z = model.prior.sample(n_examples)
-        x = model.likelihood.sample(z)
-        initial = initial_fn(x) if initial_fn else None
-    sub = None if seed is None else seed + 1
-    with _seeded(sub, device):
+    if pairs is None:
+        pairs = simulate_pairs(model, n_examples, initial_fn=initial_fn, seed=seed)
+    elif pairs.x.shape[0] != n_examples:
+        raise ValueError(f"bdmc was asked for {n_examples} pairs but given {pairs.x.shape[0]}")
+    x, z, initial = pairs.x, pairs.z, pairs.initial
+    with _seeded(None if seed is None else seed + 1, _device(model)):
         steps, pilot_cost = pilot(
             model, x, n_steps=pilot_steps or default_pilot_steps(n_steps), leapfrog_steps=leapfrog_steps,
             n_chains=pilot_chains, schedule=schedule, initial=initial)
@@ -620,11 +643,14 @@ def bdmc_gap_search(model: LatentVariableModel, n_examples: int, *, target: floa
     if not target > 0:
         raise ValueError(f"the BDMC gap target must be positive, got {target}")
     batch = batch_size or n_examples
+    # the pairs and their starts (a refined start costs many HMC transitions) are built once:
+    # every schedule would rebuild the same ones from the same seeds
+    sizes = [min(batch, n_examples - offset) for offset in range(0, n_examples, batch)]
+    pairs = [simulate_pairs(model, n, initial_fn=initial_fn, seed=seed + 2 * b) for b, n in enumerate(sizes)]
     tried: list[tuple[int, float, float]] = []
     for steps in temperature_ladder(n_steps, max_steps):
-        runs = [bdmc(model, min(batch, n_examples - offset), n_steps=steps, seed=seed + 2 * b,
-                     initial_fn=initial_fn, progress=progress, **settings)
-                for b, offset in enumerate(range(0, n_examples, batch))]
+        runs = [bdmc(model, n, n_steps=steps, seed=seed + 2 * b, pairs=p, progress=progress, **settings)
+                for b, (n, p) in enumerate(zip(sizes, pairs))]
         lower = torch.cat([r.lower for r in runs])
         upper = torch.cat([r.upper for r in runs])
         gaps = (upper - lower).double()

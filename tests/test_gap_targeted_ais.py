@@ -12,14 +12,15 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaebench.ais import temperature_ladder
+from vaebench.ais import bdmc, bdmc_gap_search, temperature_ladder
 from vaebench.cli import main
 from vaebench.config import from_dict
 from vaebench.errors import ConfigError
-from vaebench.evaluation import EvalConfig, evaluate
+from vaebench.evaluation import EvalConfig, evaluate, posterior_start
 from vaebench.records import load_records
 
 from test_model_protocol import _model
@@ -39,6 +40,28 @@ def test_the_ladder_doubles_from_the_start_and_ends_at_the_cap():
     assert temperature_ladder(5, 5) == [5]
     with pytest.raises(ValueError):
         temperature_ladder(10, 5)
+
+
+def test_every_schedule_sees_the_pairs_and_starts_bdmc_draws_and_builds_each_start_once():
+    model, _, _ = _model()
+    built = []
+
+    config = EvalConfig(ais_initial="posterior", ais_refine_steps=3, ais_chains=4, ais_leapfrog=2)
+
+    def start(x):  # the refined start: it draws, so rebuilding it would also move the random numbers
+        built.append(x.shape[0])
+        return posterior_start(model, x, config)
+
+    settings = dict(n_chains=4, leapfrog_steps=2)
+    search = bdmc_gap_search(model, 10, target=1e-9, n_steps=2, max_steps=8, batch_size=4, seed=7,
+                             initial_fn=start, **settings)
+    assert built == [4, 4, 2]  # once per batch, not once per schedule
+    assert [int(t) for t, _, _ in search.tried] == [2, 4, 8]
+    # the last schedule's bounds are what bdmc gives batch by batch under the same seeds
+    separate = [bdmc(model, n, n_steps=8, seed=7 + 2 * b, initial_fn=start, **settings)
+                for b, n in enumerate((4, 4, 2))]
+    assert torch.equal(search.lower, torch.cat([r.lower for r in separate]))
+    assert torch.equal(search.upper, torch.cat([r.upper for r in separate]))
 
 
 def test_the_search_stops_at_the_first_schedule_within_the_target_and_agrees_with_the_exact_answer():
