@@ -407,7 +407,8 @@ def _study_table(source: str | Path) -> tuple[dict[str, Any], str, Path | None]:
     """(the raw TOML table, the default study name, the file's folder or None for a preset)."""
     path = Path(source)
     folder = None
-    if path.suffix == ".toml" or path.exists():
+    # a folder named like a preset (a run's results, say, when run from runs/) is not a study file
+    if path.suffix == ".toml" or (path.exists() and not (path.is_dir() and str(source) in preset_names())):
         text, default, folder = _read_text(path), path.stem, path.parent
     elif str(source) in preset_names():
         text = resources.files("vaebench.presets").joinpath(f"{source}.toml").read_text()

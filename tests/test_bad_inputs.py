@@ -179,6 +179,16 @@ def test_study_path_that_is_a_directory_or_unreadable(tmp_path, capsys, monkeypa
     assert_one_line(*run_cli(["run", str(path), "--dry-run"], capsys)[::2], "cannot be read (Permission denied)")
 
 
+def test_a_folder_named_like_a_preset_does_not_hide_the_preset(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick").mkdir()  # e.g. its results, when run from the runs folder
+    code, out, err = run_cli(["run", "quick", "--dry-run", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert "vae-mnist-z32-s0" in out  # the quick preset's cells
+    (tmp_path / "mine").mkdir()  # a folder that names no preset is still refused in one line
+    assert_one_line(*run_cli(["run", "mine", "--dry-run"], capsys)[::2], "is a directory")
+
+
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_out_that_is_a_file_or_below_one_is_refused_before_anything_runs(tmp_path, capsys, dry_run):
     study = tmp_path / "s.toml"
