@@ -407,10 +407,11 @@ def _study_table(source: str | Path) -> tuple[dict[str, Any], str, Path | None]:
     """(the raw TOML table, the default study name, the file's folder or None for a preset)."""
     path = Path(source)
     folder = None
+    is_preset = str(source) in preset_names()
     # a folder named like a preset (a run's results, say, when run from runs/) is not a study file
-    if path.suffix == ".toml" or (path.exists() and not (path.is_dir() and str(source) in preset_names())):
+    if path.suffix == ".toml" or (path.exists() and not (path.is_dir() and is_preset)):
         text, default, folder = _read_text(path), path.stem, path.parent
-    elif str(source) in preset_names():
+    elif is_preset:
         text = resources.files("vaebench.presets").joinpath(f"{source}.toml").read_text()
         default = str(source)
     else:

@@ -45,20 +45,19 @@ def test_the_ladder_doubles_from_the_start_and_ends_at_the_cap():
 def test_every_schedule_sees_the_pairs_and_starts_bdmc_draws_and_builds_each_start_once():
     model, _, _ = _model()
     built = []
-
     config = EvalConfig(ais_initial="posterior", ais_refine_steps=3, ais_chains=4, ais_leapfrog=2)
 
     def start(x):  # the refined start: it draws, so rebuilding it would also move the random numbers
         built.append(x.shape[0])
         return posterior_start(model, x, config)
 
-    settings = dict(n_chains=4, leapfrog_steps=2)
+    ais = dict(n_chains=4, leapfrog_steps=2)  # not `settings`: that is hypothesis's, imported above
     search = bdmc_gap_search(model, 10, target=1e-9, n_steps=2, max_steps=8, batch_size=4, seed=7,
-                             initial_fn=start, **settings)
+                             initial_fn=start, **ais)
     assert built == [4, 4, 2]  # once per batch, not once per schedule
     assert [int(t) for t, _, _ in search.tried] == [2, 4, 8]
     # the last schedule's bounds are what bdmc gives batch by batch under the same seeds
-    separate = [bdmc(model, n, n_steps=8, seed=7 + 2 * b, initial_fn=start, **settings)
+    separate = [bdmc(model, n, n_steps=8, seed=7 + 2 * b, initial_fn=start, **ais)
                 for b, n in enumerate((4, 4, 2))]
     assert torch.equal(search.lower, torch.cat([r.lower for r in separate]))
     assert torch.equal(search.upper, torch.cat([r.upper for r in separate]))
