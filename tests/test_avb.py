@@ -216,3 +216,36 @@ def test_posterior_has_draws_and_no_density_and_the_objective_is_the_adversarys_
         expected = method.likelihood.log_prob(x, z) - method.adversary(x, z)
     assert objective.shape == (10,)
     torch.testing.assert_close(objective, expected)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_adversary_warm_up_trains_the_adversary_alone_and_lowers_its_loss(name):
+    small_basis = {"noise_basis": 4, "basis_hidden": [16], "moment_samples": 32} if name == "avb-ac" else {}
+    options = {"lr": 1e-3, "adversary_lr": 1e-3, "noise_dim": 4, **SMALL_ADVERSARY, **small_basis}
+    methods = {}
+    for steps in (0, 200):
+        torch.manual_seed(0)
+        methods[steps] = create_method(name, {**options, "adversary_warmup_steps": steps},
+                                       data_shape=(4,), latent_dim=2, architecture=SMALL)
+        methods[steps].configure_optimizers()
+        methods[steps].init_from_data(torch.eye(4))
+    cold, warm = methods[0], methods[200]
+    # the encoder and decoder are the untrained ones; only the adversary moved, by 200 Adam steps
+    for key, value in cold.state_dict().items():
+        if not key.startswith("adversary."):
+            assert torch.equal(value, warm.state_dict()[key]), key
+    assert any(not torch.equal(value, warm.state_dict()[key])
+               for key, value in cold.state_dict().items() if key.startswith("adversary."))
+    (state,) = [s for s in warm.optimizers["adversary"].state.values()][:1]
+    assert int(state["step"]) == 200
+    assert not cold.optimizers["adversary"].state and not warm.optimizers["model"].state
+    # on the same fresh draws, the warmed adversary tells posterior from prior draws better
+    x = torch.eye(4).repeat(256, 1)
+    losses = {}
+    for steps, method in methods.items():
+        torch.manual_seed(1)
+        with torch.no_grad():
+            t = method.terms(x, 1)
+            features = method.adversary.x_features(x)
+            losses[steps] = method.adversary_loss(features, method.adversary.score(features, t.u)).item()
+    assert losses[200] < losses[0] - 0.1, losses
