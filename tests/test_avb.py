@@ -230,14 +230,15 @@ def test_adversary_warm_up_trains_the_adversary_alone_and_lowers_its_loss(name):
         methods[steps].configure_optimizers()
         methods[steps].init_from_data(torch.eye(4))
     cold, warm = methods[0], methods[200]
+    cold_state, warm_state = cold.state_dict(), warm.state_dict()
     # the encoder and decoder are the untrained ones; only the adversary moved, by 200 Adam steps
-    for key, value in cold.state_dict().items():
+    for key, value in cold_state.items():
         if not key.startswith("adversary."):
-            assert torch.equal(value, warm.state_dict()[key]), key
-    assert any(not torch.equal(value, warm.state_dict()[key])
-               for key, value in cold.state_dict().items() if key.startswith("adversary."))
-    (state,) = [s for s in warm.optimizers["adversary"].state.values()][:1]
-    assert int(state["step"]) == 200
+            assert torch.equal(value, warm_state[key]), key
+    assert any(not torch.equal(value, warm_state[key])
+               for key, value in cold_state.items() if key.startswith("adversary."))
+    adversary_states = list(warm.optimizers["adversary"].state.values())
+    assert adversary_states and all(int(state["step"]) == 200 for state in adversary_states)
     assert not cold.optimizers["adversary"].state and not warm.optimizers["model"].state
     # on the same fresh draws, the warmed adversary tells posterior from prior draws better
     x = torch.eye(4).repeat(256, 1)
